@@ -1,0 +1,2 @@
+//! The example proxy (being written).
+fn main() {}

@@ -1,0 +1,1 @@
+//! sse (work in progress)

@@ -1,0 +1,1 @@
+//! translate (work in progress)
