@@ -1,1 +1,1 @@
-//! sse (work in progress)
+//! Server-Sent Events decoding and encoding (being written).

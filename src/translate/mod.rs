@@ -1,1 +1,3 @@
-//! translate (work in progress)
+//! Anthropic Messages API → OpenAI Chat Completions translation (docs being written).
+
+pub mod models;
