@@ -21,7 +21,6 @@
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::Full;
 use serde::Serialize;
 
 /// An error to be sent to the client, with its HTTP status and Anthropic error type.
@@ -300,12 +299,10 @@ pub(crate) fn to_json_bytes<T: Serialize>(value: &T) -> Bytes {
         .unwrap_or_default()
 }
 
-/// `Full<Bytes>` is the body every error response in this crate is built with.
-pub(crate) type ErrorBody = Full<Bytes>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::Full;
 
     #[test]
     fn status_table_matches_spec_29() {
@@ -338,7 +335,7 @@ mod tests {
 
     #[test]
     fn anthropic_response_has_shape_and_headers() {
-        let res: Response<ErrorBody> = ApiError::invalid_request("messages: field required")
+        let res: Response<Full<Bytes>> = ApiError::invalid_request("messages: field required")
             .with_retry_after(Some(HeaderValue::from_static("3")))
             .into_anthropic_response();
         assert_eq!(res.status(), 400);

@@ -1,0 +1,213 @@
+//! OpenAI Chat Completions response → Anthropic Messages response (SPEC §2, §4), sans IO.
+//!
+//! ```
+//! use tower_llm_bridge::translate::response::{translate_response, ResponseContext};
+//!
+//! let openai = br#"{"id":"chatcmpl-1","object":"chat.completion","model":"gpt-4o",
+//!     "choices":[{"index":0,"message":{"role":"assistant","content":"Hi!"},"finish_reason":"stop"}],
+//!     "usage":{"prompt_tokens":12,"completion_tokens":3,"total_tokens":15}}"#;
+//! let context = ResponseContext { client_model: "claude-sonnet-4-5", stop_sequences: &[] };
+//! let translated = translate_response(openai, &context).unwrap();
+//! let message: serde_json::Value = serde_json::from_slice(&translated.body).unwrap();
+//! assert_eq!(message["type"], "message");
+//! assert_eq!(message["model"], "claude-sonnet-4-5");
+//! assert_eq!(message["content"][0], serde_json::json!({"type": "text", "text": "Hi!"}));
+//! assert_eq!(message["stop_reason"], "end_turn");
+//! assert_eq!(message["usage"]["input_tokens"], 12);
+//! assert_eq!(message["usage"]["output_tokens"], 3);
+//! ```
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use serde_json::{Map, Value};
+
+use super::models::{
+    AssistantMessage, ChatCompletion, ContentBlock, MessageResponse, OpenAiErrorBody, StopReason,
+    ToolCall,
+};
+use super::request::Degradations;
+use crate::error::{ApiError, to_json_bytes};
+use crate::ids::new_id;
+
+/// The key under which a tool call's arguments are kept when they are not a JSON object.
+pub const RAW_ARGUMENTS_KEY: &str = "_raw_arguments";
+
+/// What the response translation needs to know about the request.
+#[derive(Clone, Copy, Debug)]
+pub struct ResponseContext<'a> {
+    /// The model name the client asked for, echoed back.
+    pub client_model: &'a str,
+    /// The stop sequences the client asked for.
+    pub stop_sequences: &'a [String],
+}
+
+/// A translated response body and what could not be carried over.
+#[derive(Debug)]
+pub struct TranslatedResponse {
+    /// The Anthropic `message` JSON.
+    pub body: Bytes,
+    /// What could not be carried over faithfully.
+    pub degraded: Degradations,
+}
+
+/// Translates a successful OpenAI `chat.completion` body into an Anthropic `message`.
+///
+/// # Errors
+/// `502 api_error` when the upstream sent something that is not a completion (not JSON,
+/// truncated JSON, no choices).
+pub fn translate_response(
+    body: &[u8],
+    context: &ResponseContext<'_>,
+) -> Result<TranslatedResponse, ApiError> {
+    let completion: ChatCompletion = serde_json::from_slice(body).map_err(|err| {
+        ApiError::bad_gateway(format!("upstream returned an invalid completion: {err}"))
+    })?;
+    let mut degraded = Degradations::default();
+    let usage = completion.usage.unwrap_or_default().to_anthropic();
+    let Some(choice) = completion.choices.into_iter().next() else {
+        return Err(ApiError::bad_gateway("upstream completion has no choices"));
+    };
+    let (mut stop_reason, stop_sequence) = StopReason::from_finish(
+        choice.finish_reason.as_deref(),
+        choice.matched_stop_sequence(),
+        choice.message.content.as_deref().unwrap_or(""),
+        context.stop_sequences,
+    );
+    let content = content_blocks(choice.message, &mut degraded);
+    let has_tool_use = content
+        .iter()
+        .any(|block| matches!(block, ContentBlock::ToolUse { .. }));
+    // Some backends (Ollama, older vLLM) report `stop` when the turn ends in tool calls.
+    if has_tool_use && matches!(stop_reason, StopReason::EndTurn) {
+        stop_reason = StopReason::ToolUse;
+    }
+    let message = MessageResponse {
+        id: new_id("msg_"),
+        r#type: "message",
+        role: "assistant",
+        model: context.client_model,
+        content,
+        stop_reason: Some(stop_reason),
+        stop_sequence: stop_sequence.filter(|_| stop_reason == StopReason::StopSequence),
+        usage,
+    };
+    Ok(TranslatedResponse {
+        body: to_json_bytes(&message),
+        degraded,
+    })
+}
+
+fn content_blocks(message: AssistantMessage, degraded: &mut Degradations) -> Vec<ContentBlock> {
+    let mut blocks = Vec::new();
+    if let Some(thinking) = message.reasoning_text() {
+        blocks.push(ContentBlock::Thinking {
+            thinking: thinking.to_owned(),
+            signature: String::new(),
+        });
+    }
+    if let Some(text) = message.content.filter(|text| !text.is_empty()) {
+        blocks.push(ContentBlock::Text { text });
+    }
+    if let Some(refusal) = message.refusal.filter(|text| !text.is_empty()) {
+        blocks.push(ContentBlock::Text { text: refusal });
+    }
+    let legacy = message.function_call.map(|function| ToolCall {
+        index: None,
+        id: None,
+        function,
+    });
+    for call in message.tool_calls.into_iter().chain(legacy) {
+        let Some(name) = call.function.name.filter(|name| !name.is_empty()) else {
+            degraded.add("tool_call_without_name");
+            continue;
+        };
+        let (input, faithful) = parse_tool_arguments(call.function.arguments.as_deref());
+        if !faithful {
+            degraded.add("tool_arguments");
+        }
+        blocks.push(ContentBlock::ToolUse {
+            id: call
+                .id
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(|| new_id("toolu_")),
+            name,
+            input,
+        });
+    }
+    blocks
+}
+
+/// Parses tool-call arguments into the object Anthropic's `input` must be (SPEC §18).
+///
+/// Empty (or `null`) arguments are `{}`; arguments wrapped in a markdown code fence are
+/// unwrapped; anything that is still not a JSON object is kept as text under
+/// [`RAW_ARGUMENTS_KEY`], and the second value is `false`.
+///
+/// ```
+/// use serde_json::json;
+/// use tower_llm_bridge::translate::response::parse_tool_arguments;
+///
+/// assert_eq!(parse_tool_arguments(Some("")), (json!({}), true));
+/// assert_eq!(parse_tool_arguments(Some("```json\n{\"a\":1}\n```")), (json!({"a": 1}), true));
+/// assert_eq!(parse_tool_arguments(Some("{\"a\":")), (json!({"_raw_arguments": "{\"a\":"}), false));
+/// ```
+pub fn parse_tool_arguments(arguments: Option<&str>) -> (Value, bool) {
+    let raw = arguments.unwrap_or("");
+    let trimmed = strip_code_fence(raw.trim());
+    if trimmed.is_empty() || trimmed == "null" {
+        return (Value::Object(Map::new()), true);
+    }
+    match serde_json::from_str::<Value>(trimmed) {
+        Ok(object @ Value::Object(_)) => (object, true),
+        _ => {
+            let mut kept = Map::new();
+            kept.insert(RAW_ARGUMENTS_KEY.to_owned(), Value::String(raw.to_owned()));
+            (Value::Object(kept), false)
+        }
+    }
+}
+
+fn strip_code_fence(text: &str) -> &str {
+    let Some(rest) = text.strip_prefix("```") else {
+        return text;
+    };
+    let Some(rest) = rest.strip_suffix("```") else {
+        return text;
+    };
+    // Drop the info string (`json`) on the opening line.
+    match rest.split_once('\n') {
+        Some((info, body)) if !info.contains('{') && !info.contains('[') => body.trim(),
+        _ => rest.trim(),
+    }
+}
+
+/// Maps an upstream error response to the Anthropic error for its status (SPEC §29),
+/// keeping the upstream's message when it has one and passing `retry-after` through.
+///
+/// ```
+/// use http::{HeaderValue, StatusCode};
+/// use tower_llm_bridge::translate::response::translate_error;
+///
+/// let err = translate_error(
+///     StatusCode::TOO_MANY_REQUESTS,
+///     Some(&HeaderValue::from_static("20")),
+///     br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#,
+/// );
+/// assert_eq!(err.status(), 429);
+/// assert_eq!(err.error_type(), "rate_limit_error");
+/// assert_eq!(err.message(), "Rate limit reached");
+/// ```
+pub fn translate_error(
+    status: StatusCode,
+    retry_after: Option<&HeaderValue>,
+    body: &[u8],
+) -> ApiError {
+    let message = serde_json::from_slice::<OpenAiErrorBody>(body)
+        .ok()
+        .and_then(|parsed| parsed.message_text())
+        .unwrap_or_else(|| format!("upstream returned HTTP {}", status.as_u16()));
+    ApiError::from_upstream_status(status, message).with_retry_after(retry_after.cloned())
+}
+
+#[cfg(test)]
+mod tests;

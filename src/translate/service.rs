@@ -1,0 +1,266 @@
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response};
+use http_body::Body;
+use http_body_util::{Either, Full};
+use tower_service::Service;
+
+use super::body::TranslateBody;
+use super::future::ResponseFuture;
+use super::layer::Config;
+use super::request::{Degradations, TranslatedRequest, translate_request};
+use super::response::{ResponseContext, translate_error, translate_response};
+use crate::BoxError;
+use crate::error::ApiError;
+use crate::ids::new_id;
+use crate::parsed::{ParsedBody, collect_limited};
+
+/// The response header listing what a translation could not carry over.
+pub const DEGRADED_HEADER: HeaderName = HeaderName::from_static("x-llm-bridge-degraded");
+
+/// How much of an upstream error body is read to find its message.
+const ERROR_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Middleware that serves `POST /v1/messages` from an OpenAI Chat Completions service.
+///
+/// Made by [`AnthropicToOpenAiLayer`](super::AnthropicToOpenAiLayer); see the
+/// [module docs](super).
+#[derive(Clone, Debug)]
+pub struct AnthropicToOpenAi<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> AnthropicToOpenAi<S> {
+    /// Wraps `inner` with the default settings.
+    pub fn new(inner: S) -> Self {
+        Self::from_config(inner, Arc::default())
+    }
+
+    pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AnthropicToOpenAi<S>
+where
+    S: Service<Request<Either<Full<Bytes>, ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Body + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<TranslateBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        if !is_messages_request(&req) {
+            return ResponseFuture::passthrough(self.inner.call(req.map(Either::Right)));
+        }
+        // The ready service moves into the future; the clone stays for the next call.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::translate(translate_call(inner, Arc::clone(&self.config), req))
+    }
+}
+
+fn is_messages_request<B>(req: &Request<B>) -> bool {
+    req.method() == Method::POST && req.uri().path() == "/v1/messages"
+}
+
+async fn translate_call<S, ReqBody, ResBody>(
+    mut inner: S,
+    config: Arc<Config>,
+    req: Request<ReqBody>,
+) -> Result<Response<TranslateBody<ResBody>>, S::Error>
+where
+    S: Service<Request<Either<Full<Bytes>, ReqBody>>, Response = Response<ResBody>>,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes>,
+    ResBody::Error: Into<BoxError>,
+{
+    let (mut parts, body) = req.into_parts();
+    // Parse once: a layer further out (the cache) may have read and parsed the body already.
+    let parsed = match parts.extensions.remove::<ParsedBody>() {
+        Some(parsed) => parsed,
+        None => match read_json(body, config.body_limit).await {
+            Ok(parsed) => parsed,
+            Err(err) => return Ok(error_response(err)),
+        },
+    };
+    let translated = match translate_request(parsed.json(), &config.options) {
+        Ok(translated) => translated,
+        Err(err) => return Ok(error_response(err)),
+    };
+    drop(parsed);
+    if !translated.degraded.is_empty() {
+        tracing::warn!(
+            model = %translated.client_model,
+            degraded = %translated.degraded.to_header_value(),
+            "request translated with losses"
+        );
+    }
+
+    let TranslatedRequest {
+        body,
+        client_model,
+        upstream_model,
+        stream,
+        stop_sequences,
+        degraded,
+    } = translated;
+    tracing::debug!(%client_model, %upstream_model, stream, "translated /v1/messages");
+    parts.method = Method::POST;
+    parts.uri = config.upstream_path.clone().into();
+    prepare_upstream_headers(&mut parts.headers, body.len(), stream);
+    let res = inner
+        .call(Request::from_parts(parts, Either::Left(Full::new(body))))
+        .await?;
+
+    let (res_parts, res_body) = res.into_parts();
+    if !res_parts.status.is_success() {
+        let bytes = collect_limited(res_body, ERROR_BODY_LIMIT)
+            .await
+            .unwrap_or_default();
+        let err = translate_error(
+            res_parts.status,
+            res_parts.headers.get(header::RETRY_AFTER),
+            &bytes,
+        );
+        tracing::info!(status = %res_parts.status, mapped = %err.status(), "upstream error");
+        return Ok(error_response(err));
+    }
+
+    if stream {
+        let _ = (stop_sequences, config.stream_idle_timeout);
+        return Ok(error_response(ApiError::bad_gateway(
+            "interim: streaming lands with the stream branch",
+        )));
+    }
+
+    let bytes = match collect_limited(res_body, config.response_limit).await {
+        Ok(bytes) => bytes,
+        Err(err) => {
+            return Ok(error_response(ApiError::bad_gateway(format!(
+                "upstream response could not be read: {err}"
+            ))));
+        }
+    };
+    let context = ResponseContext {
+        client_model: &client_model,
+        stop_sequences: &stop_sequences,
+    };
+    match translate_response(&bytes, &context) {
+        Ok(mut translated) => {
+            translated.degraded.extend(&degraded);
+            let mut res = Response::new(TranslateBody::full(translated.body));
+            let headers = res.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            finish_headers(headers, &translated.degraded);
+            Ok(res)
+        }
+        Err(err) => Ok(error_response(err)),
+    }
+}
+
+async fn read_json<B>(body: B, limit: usize) -> Result<ParsedBody, ApiError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    let bytes = collect_limited(body, limit).await?;
+    if bytes.is_empty() {
+        return Err(ApiError::invalid_request("request body is empty"));
+    }
+    ParsedBody::parse(bytes)
+        .map_err(|err| ApiError::invalid_request(format!("request body is not valid JSON: {err}")))
+}
+
+/// Request headers for the upstream: the new body's type and length; never the client's
+/// Anthropic credentials or `anthropic-*` headers, which mean nothing to (and must not leak
+/// to) an OpenAI backend.
+fn prepare_upstream_headers(headers: &mut HeaderMap, body_len: usize, stream: bool) {
+    let anthropic: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("anthropic-"))
+        .cloned()
+        .collect();
+    for name in anthropic {
+        headers.remove(name);
+    }
+    for name in [
+        header::HOST,
+        header::AUTHORIZATION,
+        header::CONTENT_LENGTH,
+        header::TRANSFER_ENCODING,
+        header::ACCEPT_ENCODING,
+        header::CONTENT_ENCODING,
+        header::EXPECT,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("x-api-key");
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+    headers.insert(
+        header::ACCEPT,
+        HeaderValue::from_static(if stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        }),
+    );
+}
+
+fn finish_headers(headers: &mut HeaderMap, degraded: &Degradations) {
+    if let Ok(id) = HeaderValue::from_str(&new_id("req_")) {
+        headers.insert("request-id", id);
+    }
+    if !degraded.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&degraded.to_header_value()) {
+            headers.insert(DEGRADED_HEADER, value);
+        }
+    }
+}
+
+fn error_response<B>(err: ApiError) -> Response<TranslateBody<B>> {
+    let res: Response<Bytes> = err.into_anthropic_response();
+    res.map(TranslateBody::full)
+}
