@@ -4,8 +4,9 @@ use std::borrow::Cow;
 
 /// Ordered rules that map the model a client asks for to the upstream model.
 ///
-/// The first matching rule wins; a name no rule matches goes to the default model when one
-/// is set, else upstream unchanged (so a client may ask for `gpt-4o` by name). Responses always
+/// An exact-name rule wins; otherwise the first matching substring rule, in the order they
+/// were added; a name no rule matches goes to the default model when one is set, else upstream
+/// unchanged (so a client may ask for `gpt-4o` by name). Responses always
 /// echo the client's model name.
 ///
 /// ```
@@ -46,7 +47,7 @@ impl ModelMap {
             .contains("claude", big)
     }
 
-    /// Adds a rule matching exactly `name` (rules apply in the order they were added).
+    /// Adds a rule matching exactly `name`; exact rules are tried before substring rules.
     #[must_use]
     pub fn exact(mut self, name: impl Into<String>, target: impl Into<String>) -> Self {
         self.rules
@@ -78,13 +79,19 @@ impl ModelMap {
         } else {
             Cow::Borrowed(client_model)
         };
+        // Exact names win over substring rules, whatever the order they were added in.
         for rule in &self.rules {
-            match rule {
-                ModelRule::Exact(name, target) if name == client_model => return target,
-                ModelRule::Contains(pattern, target) if lowered.contains(pattern.as_str()) => {
+            if let ModelRule::Exact(name, target) = rule {
+                if name == client_model {
                     return target;
                 }
-                _ => {}
+            }
+        }
+        for rule in &self.rules {
+            if let ModelRule::Contains(pattern, target) = rule {
+                if lowered.contains(pattern.as_str()) {
+                    return target;
+                }
             }
         }
         self.default_model.as_deref().unwrap_or(client_model)
