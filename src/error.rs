@@ -14,7 +14,7 @@
 //! assert_eq!(err.status(), 529);
 //! assert_eq!(err.error_type(), "overloaded_error");
 //!
-//! let res = err.into_anthropic_response();
+//! let res: http::Response<bytes::Bytes> = err.into_anthropic_response();
 //! assert_eq!(res.headers()["content-type"], "application/json");
 //! assert!(res.headers().contains_key("request-id"));
 //! ```
@@ -124,9 +124,9 @@ impl ApiError {
     /// # use http::StatusCode;
     /// # use tower_llm_bridge::error::ApiError;
     /// let err = ApiError::from_upstream_status(StatusCode::TOO_MANY_REQUESTS, "slow down");
-    /// assert_eq!((err.status(), err.error_type()), (429, "rate_limit_error"));
+    /// assert_eq!((err.status().as_u16(), err.error_type()), (429, "rate_limit_error"));
     /// let err = ApiError::from_upstream_status(StatusCode::IM_A_TEAPOT, "teapot");
-    /// assert_eq!((err.status(), err.error_type()), (418, "invalid_request_error"));
+    /// assert_eq!((err.status().as_u16(), err.error_type()), (418, "invalid_request_error"));
     /// ```
     pub fn from_upstream_status(status: StatusCode, message: impl Into<String>) -> Self {
         let (status, error_type) = match status.as_u16() {
@@ -157,7 +157,7 @@ impl ApiError {
     /// ```
     /// # use http::{HeaderValue, StatusCode};
     /// # use tower_llm_bridge::error::ApiError;
-    /// let res = ApiError::from_upstream_status(StatusCode::TOO_MANY_REQUESTS, "later")
+    /// let res: http::Response<bytes::Bytes> = ApiError::from_upstream_status(StatusCode::TOO_MANY_REQUESTS, "later")
     ///     .with_retry_after(Some(HeaderValue::from_static("7")))
     ///     .into_anthropic_response();
     /// assert_eq!(res.headers()["retry-after"], "7");
