@@ -1,2 +1,68 @@
-//! Criterion bench (being written).
-fn main() {}
+//! Translating a Claude-Code-sized request and its response, against the floor for any
+//! JSON-to-JSON translator: serde_json parse + serialize of the same bytes.
+
+#![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde_json::Value;
+use std::hint::black_box;
+use tower_llm_bridge::parsed::ParsedBody;
+use tower_llm_bridge::translate::response::{ResponseContext, translate_response};
+use tower_llm_bridge::translate::{ModelMap, TranslateOptions, translate_request};
+
+mod fixtures;
+
+fn request(c: &mut Criterion) {
+    let bytes = Bytes::from(serde_json::to_vec(&fixtures::claude_code_request()).expect("json"));
+    let options =
+        TranslateOptions::default().model_map(ModelMap::big_small("gpt-4o", "gpt-4o-mini"));
+    let mut group = c.benchmark_group("translate_request_claude_code");
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.bench_function("ours: parse + translate + serialize", |b| {
+        b.iter(|| {
+            let parsed = ParsedBody::parse(black_box(bytes.clone())).expect("json");
+            black_box(
+                translate_request(parsed.json(), &options)
+                    .expect("valid")
+                    .body,
+            )
+        })
+    });
+    group.bench_function("floor: serde_json parse + serialize", |b| {
+        b.iter(|| {
+            let value: Value = serde_json::from_slice(black_box(&bytes)).expect("json");
+            black_box(serde_json::to_vec(&value).expect("json"))
+        })
+    });
+    group.finish();
+}
+
+fn response(c: &mut Criterion) {
+    let bytes = serde_json::to_vec(&fixtures::openai_completion()).expect("json");
+    let context = ResponseContext {
+        client_model: "claude-sonnet-4-5",
+        stop_sequences: &[],
+    };
+    let mut group = c.benchmark_group("translate_response");
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.bench_function("ours: parse + translate + serialize", |b| {
+        b.iter(|| {
+            black_box(
+                translate_response(black_box(&bytes), &context)
+                    .expect("valid")
+                    .body,
+            )
+        })
+    });
+    group.bench_function("floor: serde_json parse + serialize", |b| {
+        b.iter(|| {
+            let value: Value = serde_json::from_slice(black_box(&bytes)).expect("json");
+            black_box(serde_json::to_vec(&value).expect("json"))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, request, response);
+criterion_main!(benches);
