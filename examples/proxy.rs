@@ -650,9 +650,8 @@ fn model_list(config: &Config) -> Vec<ModelInfo> {
         })
         .collect();
     for (pattern, _) in &config.explicit_model_map {
-        if !CLAUDE_MODELS
-            .iter()
-            .any(|(id, ..)| id.contains(pattern.as_str()))
+        let lowered = pattern.to_ascii_lowercase();
+        if !CLAUDE_MODELS.iter().any(|(id, ..)| id.contains(&lowered))
             && !models.iter().any(|m| &m.id == pattern)
         {
             models.push(ModelInfo {
@@ -1031,11 +1030,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// The upstream model for a client's model name (see [`Config::model_map`]).
+    /// The upstream model for a client's model name (see [`Config::model_map`]; patterns
+    /// match ignoring ASCII case, as the translation layer's `ModelMap::contains` does).
     pub fn map_model<'a>(&'a self, client_model: &'a str) -> &'a str {
+        let lowered = client_model.to_ascii_lowercase();
         self.model_map
             .iter()
-            .find(|(pattern, _)| client_model.contains(pattern.as_str()))
+            .find(|(pattern, _)| lowered.contains(&pattern.to_ascii_lowercase()))
             .map_or(client_model, |(_, target)| target.as_str())
     }
 }

@@ -510,6 +510,31 @@ async fn upstream_base_url_path_and_query_are_honoured() {
     }
 }
 
+#[tokio::test]
+async fn clients_cannot_choose_the_upstream_host() {
+    let mock = MockUpstream::start().await;
+    let proxy = start_for(&mock, &[]).await;
+    // An absolute-form request target naming another host, as a forward proxy would take it.
+    let body = openai_request("absolute form").to_string();
+    let request = format!(
+        "POST http://169.254.169.254/v1/chat/completions HTTP/1.1\r\nhost: 169.254.169.254\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+        .await
+        .expect("in time")
+        .expect("read");
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let seen = mock.last_request();
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(seen.header("host"), Some(mock.addr().to_string().as_str()));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Upstream failures
 // ---------------------------------------------------------------------------------------------
@@ -1138,6 +1163,11 @@ fn model_rules_apply_in_order_with_defaults_last() {
     assert_eq!(config.map_model("claude-opus-3"), "big");
     assert_eq!(config.map_model("claude-haiku-4-5"), "llama3.2:3b");
     assert_eq!(config.map_model("claude-sonnet-4-5"), "big");
+    assert_eq!(
+        config.map_model("Claude-HAIKU"),
+        "llama3.2:3b",
+        "ignores ASCII case"
+    );
     assert_eq!(config.map_model("claude-future-model"), "big");
     assert_eq!(config.map_model("my-model"), "qwen2.5");
     assert_eq!(
