@@ -183,11 +183,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        // Streamed answers are many small writes: without TCP_NODELAY, Nagle's algorithm
-        // holds each one back for up to ~40 ms waiting for an ACK.
-        if let Err(err) = stream.set_nodelay(true) {
-            warn!(%err, "cannot set TCP_NODELAY");
-        }
+        tune_accepted(&stream);
         let conn = builder
             .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
             .into_owned();
@@ -211,6 +207,15 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Socket options for an accepted connection.
+pub fn tune_accepted(stream: &tokio::net::TcpStream) {
+    // Streamed answers are many small writes: without TCP_NODELAY, Nagle's algorithm holds
+    // each one back for up to ~40 ms waiting for the client's ACK.
+    if let Err(err) = stream.set_nodelay(true) {
+        warn!(%err, "cannot set TCP_NODELAY");
+    }
 }
 
 /// The whole proxy as one cloneable tower service.

@@ -957,6 +957,17 @@ async fn slow_request_headers_are_cut_off() {
     assert_eq!(mock.calls(), 0);
 }
 
+#[tokio::test]
+async fn accepted_sockets_get_tcp_nodelay() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let _client = TcpStream::connect(addr).await.expect("connect");
+    let (accepted, _) = listener.accept().await.expect("accept");
+    assert!(!accepted.nodelay().expect("nodelay"), "off by default");
+    proxy::tune_accepted(&accepted);
+    assert!(accepted.nodelay().expect("nodelay"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Logs never carry keys
 // ---------------------------------------------------------------------------------------------
