@@ -295,9 +295,7 @@ fn overloaded_status() -> StatusCode {
 
 /// Serializes a value that cannot fail to serialize (plain structs of strings and numbers).
 pub(crate) fn to_json_bytes<T: Serialize>(value: &T) -> Bytes {
-    serde_json::to_vec(value)
-        .map(Bytes::from)
-        .unwrap_or_default()
+    serde_json::to_vec(value).map(Bytes::from).unwrap_or_default()
 }
 
 /// `Full<Bytes>` is the body every error response in this crate is built with.
