@@ -1016,8 +1016,8 @@ pub struct Config {
     pub model_map: Vec<(String, String)>,
     /// Prefixes of upstream models that take `max_completion_tokens` and `developer` messages.
     pub reasoning_models: Vec<String>,
-    /// Per upstream model caps on `max_tokens`.
-    pub max_tokens_caps: Vec<(String, u32)>,
+    /// Caps on `max_tokens` by upstream model name prefix (the longest matching prefix wins).
+    pub max_tokens_caps: Vec<(String, u64)>,
     /// Keys clients must present; `None` lets everyone in.
     pub proxy_api_keys: Option<Vec<Secret>>,
     /// How long to wait for the upstream's response head.
@@ -1131,7 +1131,7 @@ const SETTINGS: &[Setting] = &[
         env: &["MAX_TOKENS_CAPS"],
         default: Some("gpt-4o=16384,gpt-4o-mini=16384"),
         secret: false,
-        help: "model=cap,... clamps max_tokens per upstream model",
+        help: "prefix=cap,... clamps max_tokens for upstream models starting with prefix",
     },
     Setting {
         flag: None,
@@ -1369,7 +1369,7 @@ impl Config {
         let max_tokens_caps = match raw.get("MAX_TOKENS_CAPS") {
             None => Vec::new(),
             Some((source, value)) => pairs(value, |cap| {
-                cap.parse::<u32>()
+                cap.parse::<u64>()
                     .ok()
                     .filter(|&cap| cap > 0)
                     .ok_or_else(|| format!("{cap:?} is not a positive integer"))
