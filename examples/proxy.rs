@@ -266,13 +266,14 @@ type LlmService = BoxCloneService<Request<Full<Bytes>>, Response<ProxyBody>, Inf
 /// The response body of every route.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
-#[allow(unused_variables)] // `config` feeds the layers the lead wires in at `LAYERS:`.
+#[allow(unused_variables)] // `config` is for the cache and translation layers at `LAYERS:`.
 fn llm_stack(config: &Config, upstream: Upstream) -> LlmService {
     let stack = ServiceBuilder::new()
         // Routes answer with one body type; boxing here, once, keeps the layers' own body
         // types out of the router.
         .map_response(box_response)
-        // LAYERS:
+        // LAYERS: the response cache (outermost, so the key is the client's own request and
+        // a hit skips translation), then the Anthropic → OpenAI translation.
         .service(upstream);
     BoxCloneService::new(stack)
 }
@@ -417,7 +418,7 @@ impl Router {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let path = parts.uri.path();
         let flavor = Flavor::of(path);
 
@@ -443,6 +444,9 @@ impl Router {
         // The cache scopes answers per caller by a hash of the credential:
         // IDENTITY: parts.extensions.insert(CallerIdentity::from_credential(credential.unwrap_or("")));
         let _ = credential;
+        // The credential was for this proxy: nothing further in needs to see it.
+        parts.headers.remove("x-api-key");
+        parts.headers.remove(header::AUTHORIZATION);
 
         match (&parts.method, path) {
             (&Method::GET, "/v1/models") => self.list_models(parts.uri.query()),
