@@ -1306,3 +1306,225 @@ fn help_lists_every_setting_with_env_names_and_defaults() {
         assert!(help.contains(name), "--help lacks {name}:\n{help}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// /v1/messages through the translation layer.
+//
+// These need `AnthropicToOpenAiLayer` at the `// LAYERS:` spot of `examples/proxy.rs`; until it
+// is wired in, `/v1/messages` reaches the mock untranslated and these tests fail.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn messages_round_trip_through_real_sockets() {
+    let mock = MockUpstream::start().await;
+    let proxy = start_for(
+        &mock,
+        &[("PROXY_API_KEYS", PROXY_KEY), ("MODEL_MAP", "opus=o3")],
+    )
+    .await;
+    let url = proxy.url("/v1/messages?beta=true");
+    let headers = [
+        ("x-api-key", PROXY_KEY),
+        ("anthropic-version", "2023-06-01"),
+        ("anthropic-beta", "fine-grained-tool-streaming-2025-05-14"),
+    ];
+
+    // JSON: Anthropic request in, OpenAI request upstream, Anthropic message out.
+    mock.push(Reply::json(chat_completion_json(
+        "Hi there!",
+        "stop",
+        usage_with_cache(12, 4, 2),
+    )));
+    let answer = post_json(
+        &url,
+        &headers,
+        &json!({
+            "model": "claude-sonnet-4-5-20250929",
+            "max_tokens": 32000,
+            "system": "Be brief.",
+            "messages": [{"role": "user", "content": "Hello, round trip"}],
+            "metadata": {"user_id": "user-1"}
+        }),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    let message = answer.json();
+    assert!(
+        message["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("msg_")),
+        "{message}"
+    );
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["role"], "assistant");
+    assert_eq!(
+        message["model"], "claude-sonnet-4-5-20250929",
+        "the client's name"
+    );
+    assert_eq!(
+        message["content"],
+        json!([{"type": "text", "text": "Hi there!"}])
+    );
+    assert_eq!(message["stop_reason"], "end_turn");
+    assert_eq!(message["stop_sequence"], Value::Null);
+    assert_eq!(message["usage"]["input_tokens"], 10);
+    assert_eq!(message["usage"]["cache_read_input_tokens"], 2);
+    assert_eq!(message["usage"]["output_tokens"], 4);
+
+    let seen = mock.last_request();
+    assert_eq!(seen.method, Method::POST);
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(seen.query, None);
+    let expected_auth = format!("Bearer {UPSTREAM_KEY}");
+    assert_eq!(seen.header("authorization"), Some(expected_auth.as_str()));
+    assert!(seen.headers.get("x-api-key").is_none());
+    assert!(
+        !seen
+            .headers
+            .keys()
+            .any(|k| k.as_str().starts_with("anthropic-"))
+    );
+    assert_eq!(seen.body["model"], "gpt-4o");
+    assert_eq!(seen.body["max_tokens"], 16384, "clamped by MAX_TOKENS_CAPS");
+    assert_eq!(
+        seen.body["messages"],
+        json!([{"role": "system", "content": "Be brief."},
+               {"role": "user", "content": "Hello, round trip"}])
+    );
+    assert_eq!(seen.body["user"], "user-1");
+    assert!(seen.body.get("system").is_none() && seen.body.get("metadata").is_none());
+
+    // A reasoning model from MODEL_MAP: developer role, max_completion_tokens.
+    mock.push(Reply::json(chat_completion_json(
+        "Deep.",
+        "stop",
+        usage(20, 5),
+    )));
+    let answer = post_json(
+        &url,
+        &headers,
+        &json!({
+            "model": "claude-opus-4-1",
+            "max_tokens": 1024,
+            "temperature": 0.5,
+            "system": [{"type": "text", "text": "Think.", "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": "Hello, reasoning"}]
+        }),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["model"], "claude-opus-4-1");
+    let seen = mock.last_request();
+    assert_eq!(seen.body["model"], "o3");
+    assert_eq!(seen.body["messages"][0]["role"], "developer");
+    assert_eq!(seen.body["max_completion_tokens"], 1024);
+    assert!(seen.body.get("max_tokens").is_none());
+    assert!(seen.body.get("temperature").is_none());
+
+    // SSE: OpenAI chunks upstream, Anthropic events out, in order, frame by frame.
+    mock.push(Reply::sse(text_stream(&["Hi", " there"], "stop", (12, 2))));
+    let req = build(
+        Method::POST,
+        &url,
+        &[
+            ("content-type", "application/json"),
+            ("x-api-key", PROXY_KEY),
+            ("anthropic-version", "2023-06-01"),
+        ],
+        json!({
+            "model": "claude-haiku-4-5",
+            "max_tokens": 256,
+            "stream": true,
+            "messages": [{"role": "user", "content": "Hello, stream"}]
+        })
+        .to_string(),
+    );
+    let answer = send(req).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(
+        answer
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/event-stream")),
+        "{:?}",
+        answer.headers
+    );
+    let events = parse_sse(&answer.text());
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{names:?}");
+    assert_eq!(names.last(), Some(&"message_stop"), "{names:?}");
+    let mut text = String::new();
+    for (name, data) in &events {
+        let data: Value = serde_json::from_str(data).expect("event data is JSON");
+        assert_eq!(data["type"], name.as_str(), "event line matches data.type");
+        if name == "content_block_delta" {
+            assert_eq!(data["index"], 0);
+            text.push_str(data["delta"]["text"].as_str().expect("text delta"));
+        }
+        if name == "message_start" {
+            assert_eq!(data["message"]["model"], "claude-haiku-4-5");
+        }
+        if name == "message_delta" {
+            assert_eq!(data["delta"]["stop_reason"], "end_turn");
+            assert_eq!(data["usage"]["output_tokens"], 2);
+        }
+    }
+    assert_eq!(text, "Hi there");
+    for name in ["content_block_start", "content_block_stop", "message_delta"] {
+        assert_eq!(names.iter().filter(|n| **n == name).count(), 1, "{names:?}");
+    }
+    let seen = mock.last_request();
+    assert_eq!(seen.body["model"], "gpt-4o-mini");
+    assert_eq!(seen.body["stream"], true);
+    assert_eq!(seen.body["stream_options"]["include_usage"], true);
+}
+
+#[tokio::test]
+async fn messages_upstream_failures_are_anthropic_errors_through_real_sockets() {
+    let mock = MockUpstream::start().await;
+    let proxy = start_for(&mock, &[("UPSTREAM_TIMEOUT_SECS", "1")]).await;
+    let url = proxy.url("/v1/messages");
+
+    mock.push(Reply::error(503, "The engine is currently overloaded"));
+    let answer = post_json(&url, &[], &anthropic_request("overloaded")).await;
+    assert_anthropic_error(&answer, 529, "overloaded_error");
+    assert!(
+        answer.text().contains("currently overloaded"),
+        "{}",
+        answer.text()
+    );
+
+    mock.push(Reply::error(429, "Rate limit reached").with_header("retry-after", "7"));
+    let answer = post_json(&url, &[], &anthropic_request("rate limited")).await;
+    assert_anthropic_error(&answer, 429, "rate_limit_error");
+    assert_eq!(answer.header("retry-after"), Some("7"));
+
+    mock.push(Reply::Hang);
+    let answer = post_json(&url, &[], &anthropic_request("hang")).await;
+    assert_anthropic_error(&answer, 504, "timeout_error");
+
+    let invalid = post_json(
+        &url,
+        &[],
+        &json!({"model": "claude-sonnet-4-5", "messages": []}),
+    )
+    .await;
+    assert_anthropic_error(&invalid, 400, "invalid_request_error");
+    assert_eq!(
+        mock.calls(),
+        3,
+        "the invalid request never reached the upstream"
+    );
+
+    drop(mock);
+    let port = closed_port().await;
+    let base = format!("http://127.0.0.1:{port}/v1");
+    let refused = start(parse_config(&[("OPENAI_BASE_URL", &base)], &[]).expect("config")).await;
+    let answer = post_json(
+        &refused.url("/v1/messages"),
+        &[],
+        &anthropic_request("refused"),
+    )
+    .await;
+    assert_anthropic_error(&answer, 502, "api_error");
+}
