@@ -1,3 +1,8 @@
 //! Anthropic Messages API → OpenAI Chat Completions translation (docs being written).
 
 pub mod models;
+pub mod body;
+pub mod stream;
+
+pub use body::TranslateBody;
+pub use stream::{StreamConfig, StreamStatus, StreamTranslator};
