@@ -226,7 +226,7 @@ impl SseDecoder {
                     continue;
                 }
             }
-            let Some(end) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let Some(end) = memchr::memchr2(b'\n', b'\r', bytes) else {
                 self.partial_line(bytes, on_event);
                 return;
             };
@@ -307,7 +307,7 @@ impl SseDecoder {
         if line[0] == b':' {
             return; // comment
         }
-        let (name, value) = match line.iter().position(|&b| b == b':') {
+        let (name, value) = match memchr::memchr(b':', line) {
             Some(colon) => {
                 let value = &line[colon + 1..];
                 (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
@@ -323,22 +323,18 @@ impl SseDecoder {
                 self.event_type.clear();
                 self.event_type.push_str(&String::from_utf8_lossy(value));
             }
-            b"id" => {
-                if !value.contains(&0) {
-                    self.last_event_id.clear();
-                    self.last_event_id
-                        .push_str(&String::from_utf8_lossy(value));
-                }
+            // An id containing NUL is ignored (WHATWG).
+            b"id" if !value.contains(&0) => {
+                self.last_event_id.clear();
+                self.last_event_id.push_str(&String::from_utf8_lossy(value));
             }
-            b"retry" => {
-                if !value.is_empty() && value.iter().all(u8::is_ascii_digit) {
-                    // Digits only, so this is valid UTF-8; an overflowing value is ignored.
-                    if let Some(ms) = std::str::from_utf8(value)
-                        .ok()
-                        .and_then(|digits| digits.parse::<u64>().ok())
-                    {
-                        self.retry = Some(Duration::from_millis(ms));
-                    }
+            // Only ASCII digits count; an overflowing value is ignored.
+            b"retry" if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                if let Some(ms) = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|digits| digits.parse::<u64>().ok())
+                {
+                    self.retry = Some(Duration::from_millis(ms));
                 }
             }
             _ => {}
@@ -507,13 +503,19 @@ mod tests {
     #[test]
     fn split_inside_a_multibyte_character() {
         let input = "data: héllo 🦀 wörld\n\n".as_bytes();
-        assert_eq!(decode_all_ways(1024, input), vec![ev("message", "héllo 🦀 wörld")]);
+        assert_eq!(
+            decode_all_ways(1024, input),
+            vec![ev("message", "héllo 🦀 wörld")]
+        );
     }
 
     #[test]
     fn invalid_utf8_is_replaced_not_fatal() {
         let items = decode_pieces(1024, &[b"data: a\xffb\n\ndata: ok\n\n"]);
-        assert_eq!(items, vec![ev("message", "a\u{fffd}b"), ev("message", "ok")]);
+        assert_eq!(
+            items,
+            vec![ev("message", "a\u{fffd}b"), ev("message", "ok")]
+        );
     }
 
     #[test]
@@ -534,7 +536,10 @@ mod tests {
         let input = b"data: 0123456789\ndata: 0123456789\n\ndata: small\n\n";
         assert_eq!(
             decode_all_ways(20, input),
-            vec![Item::Err(SseError::EventTooLarge { limit: 20 }), ev("message", "small")]
+            vec![
+                Item::Err(SseError::EventTooLarge { limit: 20 }),
+                ev("message", "small")
+            ]
         );
         // A single endless line is cut off before it is buffered whole.
         let mut decoder = SseDecoder::new().with_max_event_size(16);
@@ -543,7 +548,10 @@ mod tests {
             decoder.push(b"data: aaaaaaaaaaaa", |event| record(&mut items, event));
         }
         assert!(decoder.line.capacity() <= 64, "line buffer stayed bounded");
-        assert_eq!(items, vec![Item::Err(SseError::EventTooLarge { limit: 16 })]);
+        assert_eq!(
+            items,
+            vec![Item::Err(SseError::EventTooLarge { limit: 16 })]
+        );
         decoder.push(b"\n\ndata: next\n\n", |event| record(&mut items, event));
         assert_eq!(items[1], ev("message", "next"));
     }
@@ -551,7 +559,10 @@ mod tests {
     #[test]
     fn limit_counts_all_lines_of_the_event_exactly() {
         // `data: 12345` is 11 bytes: fits a limit of 11, not of 10, wherever the input splits.
-        assert_eq!(decode_all_ways(11, b"data: 12345\n\n"), vec![ev("message", "12345")]);
+        assert_eq!(
+            decode_all_ways(11, b"data: 12345\n\n"),
+            vec![ev("message", "12345")]
+        );
         assert_eq!(
             decode_all_ways(10, b"data: 12345\n\n"),
             vec![Item::Err(SseError::EventTooLarge { limit: 10 })]
@@ -565,8 +576,14 @@ mod tests {
 
     #[test]
     fn finish_dispatches_complete_lines_and_drops_a_cut_line() {
-        assert_eq!(decode_all_ways(1024, b"data: a\ndata: b\n"), vec![ev("message", "a\nb")]);
-        assert_eq!(decode_all_ways(1024, b"data: a\n\ndata: cut"), vec![ev("message", "a")]);
+        assert_eq!(
+            decode_all_ways(1024, b"data: a\ndata: b\n"),
+            vec![ev("message", "a\nb")]
+        );
+        assert_eq!(
+            decode_all_ways(1024, b"data: a\n\ndata: cut"),
+            vec![ev("message", "a")]
+        );
         assert_eq!(decode_all_ways(1024, b"event: x\n"), vec![]);
     }
 
@@ -574,7 +591,9 @@ mod tests {
     fn decoder_is_reusable_after_finish() {
         let mut decoder = SseDecoder::new();
         let mut items = Vec::new();
-        decoder.push(b"\xEF\xBB\xBFdata: a\n\ndata: dangling", |e| record(&mut items, e));
+        decoder.push(b"\xEF\xBB\xBFdata: a\n\ndata: dangling", |e| {
+            record(&mut items, e)
+        });
         decoder.finish(|e| record(&mut items, e));
         decoder.push(b"\xEF\xBB\xBFdata: b\n\n", |e| record(&mut items, e));
         assert_eq!(items, vec![ev("message", "a"), ev("message", "b")]);

@@ -24,7 +24,7 @@ pub fn encode_event(out: &mut BytesMut, event: &str, data: &[u8]) {
     let mut rest = data;
     loop {
         out.put_slice(b"data: ");
-        match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        match memchr::memchr2(b'\n', b'\r', rest) {
             Some(end) => {
                 out.put_slice(&rest[..end]);
                 out.put_u8(b'\n');

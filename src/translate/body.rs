@@ -38,7 +38,8 @@
 //!     ))),
 //! ]));
 //! let translator = StreamTranslator::new(StreamConfig::new("claude-sonnet-4-5"));
-//! let mut body = TranslateBody::stream(upstream, translator, None);
+//! // Holds a `tokio::time::Sleep` for the idle timeout, so it is `!Unpin`: pin it to poll it.
+//! let mut body = std::pin::pin!(TranslateBody::stream(upstream, translator, None));
 //!
 //! let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
 //! assert!(first.starts_with(b"event: message_start\n"));
@@ -46,6 +47,34 @@
 //! let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
 //! assert!(second.ends_with(b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
 //! assert!(body.frame().await.is_none());
+//! # }
+//! ```
+//!
+//! With an idle timeout, an upstream that goes quiet ends the stream with an error event:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body::Frame;
+//! use http_body_util::{BodyExt, StreamBody};
+//! use futures_util::StreamExt;
+//! use tower_llm_bridge::translate::body::TranslateBody;
+//! use tower_llm_bridge::translate::stream::{StreamConfig, StreamTranslator};
+//!
+//! let upstream = StreamBody::new(
+//!     futures_util::stream::iter([Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(
+//!         b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+//!     )))])
+//!     .chain(futures_util::stream::pending()), // then silence
+//! );
+//! let translator = StreamTranslator::new(StreamConfig::new("claude-sonnet-4-5"));
+//! let body = TranslateBody::stream(upstream, translator, Some(Duration::from_secs(60)));
+//! let bytes = body.collect().await.unwrap().to_bytes();
+//! assert!(bytes.ends_with(
+//!     b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"timeout_error\",\"message\":\"the upstream sent nothing for 60000 ms\"}}\n\n"
+//! ));
 //! # }
 //! ```
 
@@ -237,7 +266,9 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             Kind::Passthrough { body } => body.size_hint(),
             Kind::Stream { .. } => SizeHint::default(),
         }
@@ -396,39 +427,69 @@ mod tests {
         let mut body = std::pin::pin!(body);
         assert_eq!(body.size_hint().exact(), None);
 
-        tx.send(Ok(Frame::data(chunk_text("Hel")))).await.expect("send");
+        tx.send(Ok(Frame::data(chunk_text("Hel"))))
+            .await
+            .expect("send");
         let first = body.frame().await.expect("frame").expect("ok");
         assert_eq!(
             event_names(first.data_ref().expect("data")),
-            ["message_start", "ping", "content_block_start", "content_block_delta"]
+            [
+                "message_start",
+                "ping",
+                "content_block_start",
+                "content_block_delta"
+            ]
         );
         // The upstream is still open: the next poll waits for it.
         let pending = futures_util::poll!(body.frame());
         assert!(pending.is_pending());
 
-        tx.send(Ok(Frame::data(chunk_text("lo")))).await.expect("send");
-        let second = body.frame().await.expect("frame").expect("ok");
-        assert_eq!(event_names(second.data_ref().expect("data")), ["content_block_delta"]);
-
-        // A frame that completes nothing produces no frame: the body keeps polling.
-        tx.send(Ok(Frame::data(Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"con"))))
+        tx.send(Ok(Frame::data(chunk_text("lo"))))
             .await
             .expect("send");
+        let second = body.frame().await.expect("frame").expect("ok");
+        assert_eq!(
+            event_names(second.data_ref().expect("data")),
+            ["content_block_delta"]
+        );
+
+        // A frame that completes nothing produces no frame: the body keeps polling.
+        tx.send(Ok(Frame::data(Bytes::from_static(
+            b"data: {\"choices\":[{\"delta\":{\"con",
+        ))))
+        .await
+        .expect("send");
         tx.send(Ok(Frame::data(Bytes::from_static(b"tent\":\"!\"}}]}\n\n"))))
             .await
             .expect("send");
         let third = body.frame().await.expect("frame").expect("ok");
-        assert!(third.data_ref().expect("data").ends_with(b"\"text\":\"!\"}}\n\n"));
+        assert!(
+            third
+                .data_ref()
+                .expect("data")
+                .ends_with(b"\"text\":\"!\"}}\n\n")
+        );
 
-        tx.send(Ok(Frame::data(Bytes::from_static(FINISH)))).await.expect("send");
+        tx.send(Ok(Frame::data(Bytes::from_static(FINISH))))
+            .await
+            .expect("send");
         let fourth = body.frame().await.expect("frame").expect("ok");
         // message_delta waits for the usage chunk.
-        assert_eq!(event_names(fourth.data_ref().expect("data")), ["content_block_stop"]);
-        tx.send(Ok(Frame::data(Bytes::from_static(USAGE)))).await.expect("send");
+        assert_eq!(
+            event_names(fourth.data_ref().expect("data")),
+            ["content_block_stop"]
+        );
+        tx.send(Ok(Frame::data(Bytes::from_static(USAGE))))
+            .await
+            .expect("send");
         let fifth = body.frame().await.expect("frame").expect("ok");
         let fifth = fifth.data_ref().expect("data");
         assert_eq!(event_names(fifth), ["message_delta", "message_stop"]);
-        assert!(std::str::from_utf8(fifth).expect("utf-8").contains("\"output_tokens\":2"));
+        assert!(
+            std::str::from_utf8(fifth)
+                .expect("utf-8")
+                .contains("\"output_tokens\":2")
+        );
         // Complete: ends at once, without waiting for the upstream's `[DONE]` or its end.
         assert!(body.is_end_stream());
         assert_eq!(body.stream_status(), Some(StreamStatus::Completed));
@@ -446,7 +507,9 @@ mod tests {
         let polls = scripted.polls.clone();
         let mut body = std::pin::pin!(TranslateBody::stream(scripted, translator(), None));
         let first = body.frame().await.expect("frame").expect("ok");
-        assert!(event_names(first.data_ref().expect("data")).contains(&"content_block_delta".into()));
+        assert!(
+            event_names(first.data_ref().expect("data")).contains(&"content_block_delta".into())
+        );
         let second = body.frame().await.expect("frame").expect("ok");
         let second = second.into_data().expect("data");
         assert_eq!(event_names(&second), ["error"]);
@@ -454,7 +517,11 @@ mod tests {
         assert!(body.is_end_stream());
         assert!(body.frame().await.is_none());
         assert!(body.frame().await.is_none());
-        assert_eq!(polls.load(Ordering::SeqCst), 3, "not polled after the error");
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            3,
+            "not polled after the error"
+        );
         assert_eq!(body.stream_status(), Some(StreamStatus::Failed));
     }
 
@@ -484,8 +551,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn idle_upstream_times_out_with_an_error_event() {
-        let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(Frame::data(chunk_text("a")))])
-            .chain(futures_util::stream::pending());
+        let stream =
+            futures_util::stream::iter([Ok::<_, std::io::Error>(Frame::data(chunk_text("a")))])
+                .chain(futures_util::stream::pending());
         let body = TranslateBody::stream(
             StreamBody::new(stream),
             translator(),
@@ -508,7 +576,10 @@ mod tests {
         // Frames every 20 s for 100 s with a 30 s idle timeout: no timeout.
         let frames: Vec<Bytes> = (0..5)
             .map(|i| chunk_text(&i.to_string()))
-            .chain([Bytes::from_static(FINISH), Bytes::from_static(b"data: [DONE]\n\n")])
+            .chain([
+                Bytes::from_static(FINISH),
+                Bytes::from_static(b"data: [DONE]\n\n"),
+            ])
             .collect();
         let stream = futures_util::stream::unfold(frames.into_iter(), |mut frames| async move {
             let next = frames.next()?;
@@ -538,7 +609,10 @@ mod tests {
         body.frame().await.expect("frame").expect("ok");
         assert!(!dropped.load(Ordering::SeqCst));
         drop(body);
-        assert!(dropped.load(Ordering::SeqCst), "client disconnect cancels upstream");
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "client disconnect cancels upstream"
+        );
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! Anthropic Messages API → OpenAI Chat Completions translation (docs being written).
 
-pub mod models;
 pub mod body;
+pub mod models;
 pub mod stream;
 
 pub use body::TranslateBody;

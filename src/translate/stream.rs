@@ -57,6 +57,37 @@
 //! assert!(text.contains(r#""input_tokens":9,"output_tokens":1"#));
 //! assert!(translator.status().is_completed());
 //! ```
+//!
+//! With the client's stop sequences, and a tool call streamed in fragments:
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use tower_llm_bridge::translate::stream::{StreamConfig, StreamTranslator};
+//!
+//! let mut translator = StreamTranslator::new(StreamConfig {
+//!     stop_sequences: vec!["</done>".into()],
+//!     max_event_size: 64 * 1024,
+//!     ..StreamConfig::new("claude-opus-4-1")
+//! });
+//! let upstream = concat!(
+//!     "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_7\",",
+//!     "\"function\":{\"name\":\"ls\",\"arguments\":\"{\\\"dir\\\":\"}}]}}]}\n\n",
+//!     "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,",
+//!     "\"function\":{\"arguments\":\"\\\"/\\\"}\"}}]}}]}\n\n",
+//!     "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+//! );
+//! let mut out = BytesMut::new();
+//! for byte in upstream.as_bytes().chunks(7) {
+//!     translator.push(byte, &mut out); // any split gives the same events
+//! }
+//! translator.finish(&mut out); // no usage chunk, no [DONE]: still a clean end
+//!
+//! let text = std::str::from_utf8(&out).unwrap();
+//! assert!(text.contains(r#""content_block":{"type":"tool_use","id":"call_7","name":"ls","input":{}}"#));
+//! assert!(text.contains(r#"{"type":"input_json_delta","partial_json":"{\"dir\":"}"#));
+//! assert!(text.contains(r#"{"type":"input_json_delta","partial_json":"\"/\"}"}"#));
+//! assert!(text.contains(r#""stop_reason":"tool_use""#));
+//! ```
 
 use bytes::BytesMut;
 use serde::Serialize;
@@ -178,7 +209,8 @@ impl StreamTranslator {
             return;
         }
         let core = &mut self.core;
-        self.decoder.push(upstream, |event| core.on_event(event, out));
+        self.decoder
+            .push(upstream, |event| core.on_event(event, out));
     }
 
     /// The upstream body ended cleanly. Completes the message if the upstream finished it
@@ -193,7 +225,9 @@ impl StreamTranslator {
         match self.core.phase {
             Phase::Finished => self.core.complete(out),
             Phase::Waiting | Phase::Streaming => self.core.fail(
-                &ApiError::bad_gateway("the upstream stream ended before the response was complete"),
+                &ApiError::bad_gateway(
+                    "the upstream stream ended before the response was complete",
+                ),
                 out,
             ),
             Phase::Done { .. } => {}
@@ -340,7 +374,10 @@ impl Core {
                 return;
             }
             other => {
-                tracing::debug!(event = other, "ignoring an upstream SSE event of unknown type");
+                tracing::debug!(
+                    event = other,
+                    "ignoring an upstream SSE event of unknown type"
+                );
                 return;
             }
         }
@@ -354,7 +391,9 @@ impl Core {
         match serde_json::from_str::<ChatCompletionChunk>(data) {
             Ok(chunk) => self.on_chunk(chunk, out),
             Err(err) => self.fail(
-                &ApiError::bad_gateway(format!("the upstream sent a malformed stream chunk: {err}")),
+                &ApiError::bad_gateway(format!(
+                    "the upstream sent a malformed stream chunk: {err}"
+                )),
                 out,
             ),
         }
@@ -465,7 +504,11 @@ impl Core {
 
     fn on_tool_fragment(&mut self, call: &ToolCall, out: &mut BytesMut) {
         let id = call.id.as_deref().filter(|id| !id.is_empty());
-        let name = call.function.name.as_deref().filter(|name| !name.is_empty());
+        let name = call
+            .function
+            .name
+            .as_deref()
+            .filter(|name| !name.is_empty());
         let arguments = call.function.arguments.as_deref().unwrap_or("");
         let target = match self.find_tool(call.index, id) {
             Some(position) => position,
@@ -605,9 +648,7 @@ impl Core {
             Kind::Text => BlockStart::Text { text: "" },
             Kind::Tool(tool) => {
                 self.tool_opened = true;
-                let id = tool
-                    .id
-                    .get_or_insert_with(|| crate::ids::new_id("toolu_"));
+                let id = tool.id.get_or_insert_with(|| crate::ids::new_id("toolu_"));
                 BlockStart::ToolUse {
                     id,
                     name: tool.name.as_deref().unwrap_or_default(),
@@ -625,9 +666,7 @@ impl Core {
         if !block.pending.is_empty() {
             let pending = std::mem::take(&mut block.pending);
             let delta = match block.kind {
-                Kind::Thinking => BlockDelta::ThinkingDelta {
-                    thinking: &pending,
-                },
+                Kind::Thinking => BlockDelta::ThinkingDelta { thinking: &pending },
                 Kind::Text => BlockDelta::TextDelta { text: &pending },
                 Kind::Tool(_) => BlockDelta::InputJsonDelta {
                     partial_json: &pending,
@@ -695,7 +734,11 @@ impl Core {
     /// Writes `message_delta` (stop reason and final usage) and `message_stop`.
     fn complete(&mut self, out: &mut BytesMut) {
         let (stop_reason, stop_sequence) = self.stop.take().unwrap_or((StopReason::EndTurn, None));
-        let usage = self.usage.as_ref().map(Usage::to_anthropic).unwrap_or_default();
+        let usage = self
+            .usage
+            .as_ref()
+            .map(Usage::to_anthropic)
+            .unwrap_or_default();
         emit(
             out,
             &Event::MessageDelta {
@@ -884,6 +927,8 @@ enum BlockStart<'a> {
 #[derive(Serialize)]
 struct Empty {}
 
+// The variant names are the wire names (`text_delta`, …).
+#[allow(clippy::enum_variant_names)]
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum BlockDelta<'a> {
@@ -957,14 +1002,22 @@ mod tests {
 
     #[test]
     fn upstream_errors_keep_message_and_spot_overload() {
-        let err = upstream_error(&serde_json::json!({"error": {"message": "Server overloaded, retry", "type": "server_error"}}));
-        assert_eq!((err.error_type(), err.message()), ("overloaded_error", "Server overloaded, retry"));
+        let err = upstream_error(
+            &serde_json::json!({"error": {"message": "Server overloaded, retry", "type": "server_error"}}),
+        );
+        assert_eq!(
+            (err.error_type(), err.message()),
+            ("overloaded_error", "Server overloaded, retry")
+        );
         let err = upstream_error(&serde_json::json!({"error": {"message": "busy", "code": 529}}));
         assert_eq!(err.error_type(), "overloaded_error");
         let err = upstream_error(&serde_json::json!({"message": "boom", "type": "internal"}));
         assert_eq!((err.error_type(), err.message()), ("api_error", "boom"));
         let err = upstream_error(&serde_json::json!("plain text"));
-        assert_eq!((err.error_type(), err.message()), ("api_error", "plain text"));
+        assert_eq!(
+            (err.error_type(), err.message()),
+            ("api_error", "plain text")
+        );
     }
 
     #[test]
@@ -979,7 +1032,10 @@ mod tests {
             let chunk = serde_json::json!({"choices":[{"delta":{"content": piece}}]});
             t.push(format!("data: {chunk}\n\n").as_bytes(), &mut out);
         }
-        t.push(b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n", &mut out);
+        t.push(
+            b"data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n",
+            &mut out,
+        );
         let events = events(&out);
         let delta = &events[events.len() - 2].1;
         assert_eq!(delta["delta"]["stop_reason"], "stop_sequence");
@@ -995,7 +1051,10 @@ mod tests {
         t.push(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n", &mut out);
         assert_eq!(t.status(), StreamStatus::Completed);
         let len = out.len();
-        t.push(b"data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n", &mut out);
+        t.push(
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n",
+            &mut out,
+        );
         t.fail(&ApiError::bad_gateway("late"), &mut out);
         t.finish(&mut out);
         assert_eq!(out.len(), len);
@@ -1011,6 +1070,9 @@ mod tests {
 "#, &mut out);
         t.finish(&mut out);
         let events = events(&out);
-        assert_eq!(events[events.len() - 2].1["delta"]["stop_reason"], "tool_use");
+        assert_eq!(
+            events[events.len() - 2].1["delta"]["stop_reason"],
+            "tool_use"
+        );
     }
 }
