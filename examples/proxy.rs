@@ -246,6 +246,7 @@ pub fn app(config: &Config) -> Result<App, BoxError> {
             models: model_list(config),
             proxy_api_keys: config.proxy_api_keys.clone(),
             body_limit: config.body_limit,
+            body_read_timeout: config.body_read_timeout,
         }),
     };
     Ok(ServiceBuilder::new()
@@ -383,6 +384,7 @@ struct Shared {
     models: Vec<ModelInfo>,
     proxy_api_keys: Option<Vec<Secret>>,
     body_limit: usize,
+    body_read_timeout: Option<Duration>,
 }
 
 /// Which error shape the client of a route understands.
@@ -467,6 +469,16 @@ impl Router {
         parts.headers.remove("x-api-key");
         parts.headers.remove(header::AUTHORIZATION);
 
+        if parts.method == Method::POST
+            && matches!(
+                path,
+                "/v1/messages" | "/v1/messages/count_tokens" | "/v1/chat/completions"
+            )
+            && let Some(err) = unsupported_content_type(&parts.headers)
+        {
+            return flavor.error(err);
+        }
+
         match (&parts.method, path) {
             (&Method::GET, "/v1/models") => self.list_models(parts.uri.query()),
             (&Method::GET, p) if p.starts_with("/v1/models/") => {
@@ -481,15 +493,15 @@ impl Router {
                 }
             }
             (&Method::POST, "/v1/messages/count_tokens") => {
-                match collect_limited(body, self.shared.body_limit).await {
+                match read_body(body, &self.shared).await {
                     Ok(bytes) => count_tokens(&bytes),
-                    Err(err) => flavor.error(err.into()),
+                    Err(err) => body_error(flavor, err, parts.version),
                 }
             }
             (&Method::POST, "/v1/messages" | "/v1/chat/completions") => {
                 // Collected here under the limit so that every route answers 413 the same
                 // way; the first layer that needs the JSON parses these bytes once.
-                match collect_limited(body, self.shared.body_limit).await {
+                match read_body(body, &self.shared).await {
                     Ok(bytes) => {
                         let req = Request::from_parts(parts, Full::new(bytes));
                         match self.llm.oneshot(req).await {
@@ -497,7 +509,7 @@ impl Router {
                             Err(never) => match never {},
                         }
                     }
-                    Err(err) => flavor.error(err.into()),
+                    Err(err) => body_error(flavor, err, parts.version),
                 }
             }
             _ => flavor.error(ApiError::not_found(&format!("{} {path}", parts.method))),
@@ -556,6 +568,64 @@ impl Router {
             }),
         )
     }
+}
+
+/// Collects a request body under the size limit and within the body read timeout: a
+/// client that sends its body slowly (slowloris) gets a 408 instead of holding a
+/// connection and a task forever. The header read timeout does not cover the body.
+async fn read_body<B>(body: B, shared: &Shared) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let collect = collect_limited(body, shared.body_limit);
+    let Some(limit) = shared.body_read_timeout else {
+        return collect.await.map_err(Into::into);
+    };
+    match tokio::time::timeout(limit, collect).await {
+        Ok(collected) => collected.map_err(Into::into),
+        Err(_elapsed) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!(
+                "the request body did not arrive within {} s",
+                limit.as_secs()
+            ),
+        )),
+    }
+}
+
+/// `415` for a body declared as something other than JSON. A missing `content-type` is
+/// accepted (some clients omit it); a form or `text/plain` body is refused, which also keeps
+/// browsers' cross-site "simple" requests (no CORS preflight) from reaching the upstream.
+fn unsupported_content_type(headers: &HeaderMap) -> Option<ApiError> {
+    let value = headers.get(header::CONTENT_TYPE)?;
+    let essence = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some("application/json") => None,
+        Some(media) if media.starts_with("application/") && media.ends_with("+json") => None,
+        _ => Some(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "content-type: must be application/json",
+        )),
+    }
+}
+
+/// The answer to a body that could not be read. After a body timeout the rest of the body
+/// may still be on its way: an HTTP/1 connection is closed rather than reused.
+fn body_error(flavor: Flavor, err: ApiError, version: Version) -> Response<ProxyBody> {
+    let timed_out = err.status() == StatusCode::REQUEST_TIMEOUT;
+    let mut res = flavor.error(err);
+    if timed_out && version < Version::HTTP_2 {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
 }
 
 fn count_tokens(bytes: &[u8]) -> Response<ProxyBody> {
@@ -1049,6 +1119,9 @@ pub struct Config {
     pub body_limit: usize,
     /// How long a client may take to send the request head (HTTP/1); `None` disables it.
     pub header_read_timeout: Option<Duration>,
+    /// How long a client may take to send the request body once the head arrived (408
+    /// after it); `None` disables it.
+    pub body_read_timeout: Option<Duration>,
     /// How long open requests may run on after a shutdown signal.
     pub shutdown_grace: Duration,
     /// A `tracing_subscriber::EnvFilter` directive such as `info` or `tower_llm_bridge=debug`.
@@ -1179,6 +1252,13 @@ const SETTINGS: &[Setting] = &[
         default: Some("30"),
         secret: false,
         help: "seconds a client may take to send request headers (0 = no limit)",
+    },
+    Setting {
+        flag: Some("--body-read-timeout-secs"),
+        env: &["BODY_READ_TIMEOUT_SECS"],
+        default: Some("30"),
+        secret: false,
+        help: "seconds a client may take to send the request body (then 408; 0 = no limit)",
     },
     Setting {
         flag: Some("--shutdown-grace-secs"),
@@ -1431,6 +1511,12 @@ impl Config {
                 .map(|secs| (secs > 0).then(|| Duration::from_secs(secs)))
                 .map_err(|_| "not a whole number of seconds".to_owned())
         })?;
+        let body_read_timeout = raw.parse("BODY_READ_TIMEOUT_SECS", |v| {
+            v.trim()
+                .parse::<u64>()
+                .map(|secs| (secs > 0).then(|| Duration::from_secs(secs)))
+                .map_err(|_| "not a whole number of seconds".to_owned())
+        })?;
         let shutdown_grace = Duration::from_secs(raw.parse("SHUTDOWN_GRACE_SECS", |v| {
             v.trim()
                 .parse::<u64>()
@@ -1480,6 +1566,7 @@ impl Config {
             upstream_timeout,
             body_limit,
             header_read_timeout,
+            body_read_timeout,
             shutdown_grace,
             log_filter,
             cache,
