@@ -1,10 +1,12 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 use http_body::Body;
+use http_body_util::BodyExt;
 use http_body_util::{Either, Full};
 use tower_service::Service;
 
@@ -17,7 +19,7 @@ use super::stream::{StreamConfig, StreamTranslator};
 use crate::BoxError;
 use crate::error::ApiError;
 use crate::ids::new_id;
-use crate::parsed::{ParsedBody, collect_limited};
+use crate::parsed::{CollectError, ParsedBody, collect_limited};
 
 /// The response header listing what a translation could not carry over.
 pub const DEGRADED_HEADER: HeaderName = HeaderName::from_static("x-llm-bridge-degraded");
@@ -151,7 +153,8 @@ where
 
     let (res_parts, res_body) = res.into_parts();
     if !res_parts.status.is_success() {
-        let bytes = collect_limited(res_body, ERROR_BODY_LIMIT)
+        // The status is known: a body that fails or stalls only costs the upstream's message.
+        let bytes = read_upstream_body(res_body, ERROR_BODY_LIMIT, config.stream_idle_timeout)
             .await
             .unwrap_or_default();
         let err = translate_error(
@@ -179,14 +182,12 @@ where
         return Ok(res);
     }
 
-    let bytes = match collect_limited(res_body, config.response_limit).await {
-        Ok(bytes) => bytes,
-        Err(err) => {
-            return Ok(error_response(ApiError::bad_gateway(format!(
-                "upstream response could not be read: {err}"
-            ))));
-        }
-    };
+    let bytes =
+        match read_upstream_body(res_body, config.response_limit, config.stream_idle_timeout).await
+        {
+            Ok(bytes) => bytes,
+            Err(err) => return Ok(error_response(err)),
+        };
     let context = ResponseContext {
         client_model: &client_model,
         stop_sequences: &stop_sequences,
@@ -205,6 +206,74 @@ where
         }
         Err(err) => Ok(error_response(err)),
     }
+}
+
+/// Reads a whole upstream body of at most `limit` bytes. With `idle` set, an upstream that
+/// sends nothing for that long fails the read with `504 timeout_error`, as a quiet stream
+/// does: the upstream timeout only covers the response head, and an upstream that sends its
+/// head and then stalls would otherwise hold the request forever.
+async fn read_upstream_body<B>(
+    body: B,
+    limit: usize,
+    idle: Option<Duration>,
+) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let unreadable = |err: &dyn std::fmt::Display| {
+        ApiError::bad_gateway(format!("upstream response could not be read: {err}"))
+    };
+    let Some(idle) = idle else {
+        return collect_limited(body, limit)
+            .await
+            .map_err(|err| unreadable(&err));
+    };
+    let too_large = || unreadable(&CollectError::TooLarge { limit });
+    if body.size_hint().lower() > limit as u64 {
+        return Err(too_large());
+    }
+    let mut body = std::pin::pin!(body);
+    // One data frame is the common case: it is kept without copying.
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Ok(Some(frame)) => frame.map_err(|err| unreadable(&err.into()))?,
+            Ok(None) => break,
+            Err(_elapsed) => {
+                return Err(ApiError::gateway_timeout(format!(
+                    "the upstream sent nothing for {} ms",
+                    idle.as_millis()
+                )));
+            }
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let so_far = if rest.is_empty() {
+            first.as_ref().map_or(0, Bytes::len)
+        } else {
+            rest.len()
+        };
+        if so_far + data.len() > limit {
+            return Err(too_large());
+        }
+        match &first {
+            None => first = Some(data),
+            Some(head) => {
+                if rest.is_empty() {
+                    rest.extend_from_slice(head);
+                }
+                rest.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(match first {
+        Some(_) if !rest.is_empty() => rest.freeze(),
+        Some(head) => head,
+        None => Bytes::new(),
+    })
 }
 
 async fn read_json<B>(body: B, limit: usize) -> Result<ParsedBody, ApiError>
