@@ -671,7 +671,9 @@ fn authenticate<'h>(keys: &[Secret], headers: &'h HeaderMap) -> Option<&'h str> 
     })
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Whether `a == b`, in time that depends on the length only, never on where the first
+/// difference is (a length mismatch returns at once: key lengths are not secret).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
