@@ -187,12 +187,18 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         tune_accepted(&stream);
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, app, watcher) = (builder.clone(), app.clone(), graceful.watcher());
+        let first_bytes_timeout = config.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
+            if let Some(limit) = first_bytes_timeout
+                && !protocol_known_within(&stream, limit).await
+            {
+                tracing::debug!("closing a connection that sent no request in time");
+                return;
+            }
+            let conn =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+            if let Err(err) = watcher.watch(conn).await {
                 tracing::debug!(%err, "connection ended with an error");
             }
         });
@@ -210,6 +216,27 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Waits, at most `limit`, until the client has sent enough to tell HTTP/1 from HTTP/2: a
+/// byte that differs from the HTTP/2 preface, or the whole preface. hyper's header read
+/// timeout only starts once the protocol is known, so without this a client that connects and
+/// sends nothing (or half a preface) holds a descriptor and a task forever.
+async fn protocol_known_within(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; PREFACE.len()];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
+                // A prefix of the preface: the rest is on its way (or never comes).
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Socket options for an accepted connection.

@@ -1006,3 +1006,55 @@ async fn the_body_timeout_can_be_switched_off() {
     let config = config_for(&mock, &[]);
     assert_eq!(config.body_read_timeout, Some(Duration::from_secs(30)));
 }
+
+/// A connection that sends nothing, half an HTTP/2 preface, or goes quiet after a request is
+/// closed within the header read timeout: idle sockets cannot pile up until the proxy runs
+/// out of descriptors.
+#[tokio::test]
+async fn idle_connections_are_closed_by_the_header_read_timeout() {
+    let mock = MockUpstream::start().await;
+    let proxy = start_for(&mock, &[("HEADER_READ_TIMEOUT_SECS", "1")]).await;
+    let cases = [
+        ("silent", &b""[..]),
+        ("half an HTTP/2 preface", &b"PRI * HTTP/2.0\r\n"[..]),
+        ("one byte of a request line", &b"P"[..]),
+        (
+            "a kept-alive connection after one request",
+            &b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n"[..],
+        ),
+    ];
+    let checks = cases.into_iter().map(|(name, first)| async move {
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr)
+            .await
+            .expect("connect");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, first)
+            .await
+            .expect("write");
+        let started = Instant::now();
+        let mut buf = [0u8; 4096];
+        let closed = tokio::time::timeout(Duration::from_secs(4), async {
+            while let Ok(n) = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await
+        .is_ok();
+        let elapsed = started.elapsed();
+        assert!(closed, "{name}: still open after {elapsed:?}");
+        assert!(
+            elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
+            "{name}: {elapsed:?}"
+        );
+    });
+    futures_util::future::join_all(checks).await;
+    assert_eq!(mock.calls(), 0);
+    let ok = post_json(
+        &proxy.url("/v1/messages"),
+        &[],
+        &anthropic_request("after idle"),
+    )
+    .await;
+    assert_eq!(ok.status, 200);
+}

@@ -66,6 +66,10 @@ async fn keys_never_appear_in_logs_on_any_path() {
         .with_ansi(false)
         .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
         .finish();
+    // With a single registered dispatcher, tracing takes a callsite's interest from whichever
+    // thread hits it first (another test's, without a subscriber, would disable it here too);
+    // with two live dispatchers it asks every registered one.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let mock = MockUpstream::start().await;
