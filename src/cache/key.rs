@@ -23,6 +23,8 @@
 //! the answer) and a `null` field is treated as absent, as the seed did. Nested `null`s are
 //! kept: inside a tool's JSON schema, `"default": null` and no default are different requests.
 
+use std::sync::OnceLock;
+
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
 
@@ -69,19 +71,51 @@ pub(crate) fn cache_key(body: &Value, ns: CacheNamespace, scope: &CacheScope<'_>
     key
 }
 
+/// Whether serde_json's maps iterate in sorted key order in this build: true for the default
+/// `BTreeMap`, false when some crate in the graph turned `preserve_order` on. Probed once.
+fn maps_are_sorted() -> bool {
+    static SORTED: OnceLock<bool> = OnceLock::new();
+    *SORTED.get_or_init(|| {
+        let mut probe = Map::new();
+        probe.insert("b".to_owned(), Value::Null);
+        probe.insert("a".to_owned(), Value::Null);
+        probe.keys().next().is_some_and(|k| k == "a")
+    })
+}
+
 /// Walks a JSON tree and feeds its canonical encoding to the hasher.
 struct Encoder<'v> {
     out: HashWriter,
-    /// Entries of the objects currently being encoded, innermost last. One vector shared by
-    /// all nesting levels, so sorting keys allocates once per key, not once per object.
-    stack: Vec<(&'v str, &'v Value)>,
+    /// When false, object entries are gathered here and sorted. One vector shared by all
+    /// nesting levels (innermost object last), so sorting allocates once per key.
+    sorted_maps: bool,
+    stack: Vec<Entry<'v>>,
+}
+
+/// An object entry being sorted: the key's first 8 bytes (big-endian, zero-padded) decide
+/// most comparisons without a call to `memcmp`.
+type Entry<'v> = (u64, &'v str, &'v Value);
+
+#[inline]
+fn entry<'v>(k: &'v str, v: &'v Value) -> Entry<'v> {
+    let mut head = [0u8; 8];
+    let n = k.len().min(8);
+    head[..n].copy_from_slice(&k.as_bytes()[..n]);
+    (u64::from_be_bytes(head), k, v)
+}
+
+/// Bytewise key order: zero-padded prefixes order like the strings unless they tie.
+#[inline]
+fn key_order(a: &Entry<'_>, b: &Entry<'_>) -> std::cmp::Ordering {
+    a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1))
 }
 
 impl<'v> Encoder<'v> {
     fn new() -> Self {
         Self {
             out: HashWriter::new(),
-            stack: Vec::with_capacity(32),
+            sorted_maps: maps_are_sorted(),
+            stack: Vec::new(),
         }
     }
 
@@ -90,9 +124,9 @@ impl<'v> Encoder<'v> {
         self.stack.extend(
             map.iter()
                 .filter(|(k, v)| !v.is_null() && !EXCLUDED_FIELDS.contains(&k.as_str()))
-                .map(|(k, v)| (k.as_str(), v)),
+                .map(|(k, v)| entry(k, v)),
         );
-        self.entries(base);
+        self.sorted_entries(base);
     }
 
     fn value(&mut self, value: &'v Value) {
@@ -101,38 +135,41 @@ impl<'v> Encoder<'v> {
             Value::Bool(true) => self.out.byte(b't'),
             Value::Bool(false) => self.out.byte(b'f'),
             Value::Number(n) => self.number(n),
-            Value::String(s) => {
-                self.out.tagged_len(b's', s.len());
-                self.out.write(s.as_bytes());
-            }
+            Value::String(s) => self.out.string(b's', s.as_bytes()),
             Value::Array(items) => {
-                self.out.tagged_len(b'a', items.len());
+                self.out.header(b'a', items.len());
                 for item in items {
                     self.value(item);
                 }
             }
+            Value::Object(map) if self.sorted_maps => {
+                // Already in key order: no gathering, no sorting.
+                self.out.header(b'o', map.len());
+                for (k, v) in map {
+                    self.out.key(k.as_bytes());
+                    self.value(v);
+                }
+            }
             Value::Object(map) => {
                 let base = self.stack.len();
-                self.stack
-                    .extend(map.iter().map(|(k, v)| (k.as_str(), v)));
-                self.entries(base);
+                self.stack.extend(map.iter().map(|(k, v)| entry(k, v)));
+                self.sorted_entries(base);
             }
         }
     }
 
     /// Encodes the object entries in `stack[base..]` in key order, then pops them.
-    fn entries(&mut self, base: usize) {
+    fn sorted_entries(&mut self, base: usize) {
         let end = self.stack.len();
         let entries = &mut self.stack[base..end];
-        // serde_json's default map is a BTreeMap, already sorted: don't pay for a sort then.
-        if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
+        if !entries.is_sorted_by(|a, b| key_order(a, b).is_le()) {
             // Keys of one JSON object are unique, so an unstable sort is deterministic.
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            entries.sort_unstable_by(key_order);
         }
-        self.out.tagged_len(b'o', end - base);
+        self.out.header(b'o', end - base);
         for i in base..end {
-            let (k, v) = self.stack[i];
-            self.out.str(k);
+            let (_, k, v) = self.stack[i];
+            self.out.key(k.as_bytes());
             self.value(v);
         }
         self.stack.truncate(base);
@@ -142,22 +179,26 @@ impl<'v> Encoder<'v> {
         // Each JSON number parses to exactly one of these, so the tag plus the raw bits is
         // canonical: `1` and `1.0` stay different, as they are on the wire.
         if let Some(u) = n.as_u64() {
-            self.out.tagged(b'u', &u.to_le_bytes());
+            self.out.fixed(b'u', u.to_le_bytes());
         } else if let Some(i) = n.as_i64() {
-            self.out.tagged(b'i', &i.to_le_bytes());
+            self.out.fixed(b'i', i.to_le_bytes());
         } else if let Some(f) = n.as_f64().filter(|f| f.is_finite()) {
-            self.out.tagged(b'd', &f.to_bits().to_le_bytes());
+            self.out.fixed(b'd', f.to_bits().to_le_bytes());
         } else {
             // Only reachable with serde_json's arbitrary_precision: hash the literal text.
-            let text = n.to_string();
-            self.out.tagged_len(b'x', text.len());
-            self.out.write(text.as_bytes());
+            self.out.string(b'x', n.to_string().as_bytes());
         }
     }
 }
 
-/// A SHA-256 hasher behind a local buffer, so the many tiny writes of a JSON walk cost a
-/// `memcpy` each instead of a call into the hasher each.
+/// Longest header: a tag and a 10-byte LEB128.
+const MAX_HEADER: usize = 11;
+
+/// Strings at least this long skip the local buffer and go to the hasher directly.
+const DIRECT_LEN: usize = 512;
+
+/// A SHA-256 hasher behind a local buffer, so the many tiny writes of a JSON walk cost a few
+/// stores each instead of a call into the hasher each.
 struct HashWriter {
     hasher: Sha256,
     buf: [u8; BUF_LEN],
@@ -173,57 +214,93 @@ impl HashWriter {
         }
     }
 
+    /// Makes room for `n <= BUF_LEN` bytes.
+    #[inline(always)]
+    fn reserve(&mut self, n: usize) {
+        if BUF_LEN - self.len < n {
+            self.flush();
+        }
+    }
+
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
         if bytes.len() <= BUF_LEN - self.len {
             self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
             self.len += bytes.len();
+        } else if bytes.len() >= DIRECT_LEN {
+            self.flush();
+            self.hasher.update(bytes);
         } else {
             self.flush();
-            if bytes.len() >= BUF_LEN / 2 {
-                // Large strings (system prompts, tool results) go to the hasher directly.
-                self.hasher.update(bytes);
-            } else {
-                self.buf[..bytes.len()].copy_from_slice(bytes);
-                self.len = bytes.len();
-            }
+            self.buf[..bytes.len()].copy_from_slice(bytes);
+            self.len = bytes.len();
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn byte(&mut self, b: u8) {
-        if self.len == BUF_LEN {
-            self.flush();
-        }
+        self.reserve(1);
         self.buf[self.len] = b;
         self.len += 1;
     }
 
-    /// A tag byte followed by fixed-size bytes.
-    #[inline]
-    fn tagged(&mut self, tag: u8, bytes: &[u8; 8]) {
-        let mut tmp = [0u8; 9];
-        tmp[0] = tag;
-        tmp[1..].copy_from_slice(bytes);
-        self.write(&tmp);
+    /// A tag and 8 raw bytes (numbers).
+    #[inline(always)]
+    fn fixed(&mut self, tag: u8, bytes: [u8; 8]) {
+        self.reserve(9);
+        let at = self.len;
+        self.buf[at] = tag;
+        self.buf[at + 1..at + 9].copy_from_slice(&bytes);
+        self.len = at + 9;
     }
 
-    /// A tag byte followed by a LEB128 length.
-    #[inline]
-    fn tagged_len(&mut self, tag: u8, len: usize) {
-        let mut tmp = [0u8; 11];
-        tmp[0] = tag;
-        let n = leb128(len as u64, &mut tmp[1..]);
-        self.write(&tmp[..1 + n]);
+    /// A tag and a LEB128 length (arrays, objects, string prefixes).
+    #[inline(always)]
+    fn header(&mut self, tag: u8, len: usize) {
+        self.reserve(MAX_HEADER);
+        self.buf[self.len] = tag;
+        self.len += 1;
+        self.leb128(len as u64);
     }
 
-    /// A LEB128 length followed by the bytes.
-    #[inline]
+    /// LEB128 into the buffer; the caller reserved 10 bytes.
+    #[inline(always)]
+    fn leb128(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf[self.len] = (v as u8) | 0x80;
+            self.len += 1;
+            v >>= 7;
+        }
+        self.buf[self.len] = v as u8;
+        self.len += 1;
+    }
+
+    /// A tagged, length-prefixed string.
+    #[inline(always)]
+    fn string(&mut self, tag: u8, s: &[u8]) {
+        self.header(tag, s.len());
+        self.write(s);
+    }
+
+    /// An object key: length-prefixed, no tag (its position already says what it is).
+    #[inline(always)]
+    fn key(&mut self, s: &[u8]) {
+        // Short keys (nearly all) go in with their prefix under one bounds check.
+        if s.len() < 0x80 && s.len() < BUF_LEN - self.len {
+            let at = self.len;
+            self.buf[at] = s.len() as u8;
+            self.buf[at + 1..at + 1 + s.len()].copy_from_slice(s);
+            self.len = at + 1 + s.len();
+        } else {
+            self.reserve(MAX_HEADER);
+            self.leb128(s.len() as u64);
+            self.write(s);
+        }
+    }
+
+    /// A length-prefixed string without tag (scope fields).
     fn str(&mut self, s: &str) {
-        let mut tmp = [0u8; 10];
-        let n = leb128(s.len() as u64, &mut tmp);
-        self.write(&tmp[..n]);
-        self.write(s.as_bytes());
+        self.key(s.as_bytes());
     }
 
     fn flush(&mut self) {
@@ -238,19 +315,12 @@ impl HashWriter {
 }
 
 /// Writes `v` as unsigned LEB128 into `out` (at least 10 bytes), returning the length.
-#[inline]
-fn leb128(mut v: u64, out: &mut [u8]) -> usize {
-    let mut i = 0;
-    loop {
-        let low = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out[i] = low;
-            return i + 1;
-        }
-        out[i] = low | 0x80;
-        i += 1;
-    }
+#[cfg(test)]
+fn leb128(v: u64, out: &mut [u8]) -> usize {
+    let mut w = HashWriter::new();
+    w.leb128(v);
+    out[..w.len].copy_from_slice(&w.buf[..w.len]);
+    w.len
 }
 
 #[cfg(test)]
@@ -406,6 +476,26 @@ mod tests {
         let hex = hex::encode(Sha256::digest(&expected));
         let got = key(&json!({"model": "m", "stream": true, "temperature": null}));
         assert_eq!(got, format!("anth:{hex}"));
+    }
+
+    #[test]
+    fn direct_and_sorting_paths_agree() {
+        let v: Value = serde_json::from_str(
+            r#"{"b":{"z":[1,{"y":2,"x":null}],"a":"s"},"a":[{"d":1.5,"c":-2}],"c":{}}"#,
+        )
+        .expect("json");
+        let digest = |sorted_maps: bool| {
+            let mut enc = Encoder::new();
+            enc.sorted_maps = sorted_maps;
+            enc.value(&v);
+            enc.out.finish()
+        };
+        // The sorting path is valid whatever the map type; the direct one only on sorted maps.
+        if maps_are_sorted() {
+            assert_eq!(digest(true), digest(false));
+        }
+        #[cfg(feature = "serde-json-preserve-order")]
+        assert!(!maps_are_sorted(), "preserve_order maps keep insertion order");
     }
 
     #[test]
