@@ -39,17 +39,28 @@ fn seed_key(body: &Value, ns: CacheNamespace, scope: &CacheScope<'_>) -> String 
     let mut canonical = BTreeMap::new();
     if let Some(obj) = body.as_object() {
         for &field in CACHE_FIELDS {
-            if let Some(val) = obj.get(field) {
-                if !val.is_null() {
-                    canonical.insert(field, val.clone());
-                }
+            // Skip nulls so absent fields and explicit null produce the same key.
+            if let Some(val) = obj.get(field)
+                && !val.is_null()
+            {
+                canonical.insert(field, val.clone());
             }
         }
     }
-    canonical.insert("_scope_backend", Value::String(scope.backend_name.to_string()));
-    canonical.insert("_scope_auth", Value::String(scope.auth_identity.to_string()));
+    canonical.insert(
+        "_scope_backend",
+        Value::String(scope.backend_name.to_string()),
+    );
+    canonical.insert(
+        "_scope_auth",
+        Value::String(scope.auth_identity.to_string()),
+    );
     let json = serde_json::to_string(&canonical).unwrap_or_default();
-    format!("{}:{}", ns.prefix(), hex::encode(Sha256::digest(json.as_bytes())))
+    format!(
+        "{}:{}",
+        ns.prefix(),
+        hex::encode(Sha256::digest(json.as_bytes()))
+    )
 }
 
 /// Deterministic pseudo-random words (xorshift), so every run hashes the same inputs.
@@ -58,8 +69,8 @@ struct Words(u64);
 impl Words {
     const VOCAB: [&'static str; 24] = [
         "the", "file", "function", "returns", "error", "value", "when", "tool", "should",
-        "request", "response", "cache", "Rust", "module", "test", "path", "use", "with",
-        "string", "config", "and", "before", "after", "must",
+        "request", "response", "cache", "Rust", "module", "test", "path", "use", "with", "string",
+        "config", "and", "before", "after", "must",
     ];
 
     fn next(&mut self) -> u64 {
@@ -74,7 +85,11 @@ impl Words {
         while s.len() < approx_bytes {
             let word = Self::VOCAB[(self.next() % Self::VOCAB.len() as u64) as usize];
             s.push_str(word);
-            s.push(if self.next() % 11 == 0 { '\n' } else { ' ' });
+            s.push(if self.next().is_multiple_of(11) {
+                '\n'
+            } else {
+                ' '
+            });
         }
         s
     }
@@ -116,7 +131,8 @@ fn agent_request(turns: usize, result_bytes: usize) -> Value {
             })
         })
         .collect();
-    let mut messages = vec![json!({"role": "user", "content": [{"type": "text", "text": w.text(600)}]})];
+    let mut messages =
+        vec![json!({"role": "user", "content": [{"type": "text", "text": w.text(600)}]})];
     for t in 0..turns {
         let id = format!("toolu_{t:020}");
         messages.push(json!({"role": "assistant", "content": [

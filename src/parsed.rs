@@ -149,7 +149,12 @@ where
             continue;
         };
         let data = data.copy_to_bytes(data.remaining());
-        let so_far = first.as_ref().map_or(0, Bytes::len) + rest.as_ref().map_or(0, BytesMut::len);
+        // `rest`, once started, already holds `first`: count it once.
+        let so_far = match (&first, &rest) {
+            (_, Some(buf)) => buf.len(),
+            (Some(head), None) => head.len(),
+            (None, None) => 0,
+        };
         if so_far + data.len() > limit {
             return Err(CollectError::TooLarge { limit });
         }

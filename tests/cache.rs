@@ -43,7 +43,9 @@ struct Upstream {
 }
 
 impl Upstream {
-    fn new(reply: impl Fn(usize) -> io::Result<Response<MockBody>> + Send + Sync + 'static) -> Self {
+    fn new(
+        reply: impl Fn(usize) -> io::Result<Response<MockBody>> + Send + Sync + 'static,
+    ) -> Self {
         Self {
             calls: Arc::default(),
             seen: Arc::default(),
@@ -66,7 +68,12 @@ impl Upstream {
     }
 
     fn last_seen(&self) -> Seen {
-        self.seen.lock().expect("lock").last().cloned().expect("a request")
+        self.seen
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .expect("a request")
     }
 
     fn service(
@@ -122,10 +129,7 @@ fn status_reply(status: u16) -> Response<MockBody> {
         .expect("response")
 }
 
-fn frames_body(
-    frames: Vec<io::Result<Frame<Bytes>>>,
-    then_pending: bool,
-) -> MockBody {
+fn frames_body(frames: Vec<io::Result<Frame<Bytes>>>, then_pending: bool) -> MockBody {
     let head = stream::iter(frames);
     if then_pending {
         StreamBody::new(futures_util::StreamExt::chain(head, stream::pending())).boxed_unsync()
@@ -134,7 +138,8 @@ fn frames_body(
     }
 }
 
-const MESSAGES: &str = r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
+const MESSAGES: &str =
+    r#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}"#;
 const CHAT: &str = r#"{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}"#;
 
 fn post(uri: &str, key: Option<&str>, body: impl Into<Bytes>) -> Request<Full<Bytes>> {
@@ -216,7 +221,11 @@ async fn chat_completions_are_cached_too_and_query_strings_do_not_matter() {
     let up = Upstream::ok();
     let svc = ServiceBuilder::new().layer(cache()).service(up.service());
     let a = send(&svc, post("/v1/chat/completions", Some("k"), CHAT)).await;
-    let b = send(&svc, post("/v1/chat/completions?beta=true", Some("k"), CHAT)).await;
+    let b = send(
+        &svc,
+        post("/v1/chat/completions?beta=true", Some("k"), CHAT),
+    )
+    .await;
     assert_eq!((a.x_cache(), b.x_cache()), ("MISS", "HIT"));
     let c = send(&svc, post("/v1/messages?beta=true", Some("k"), MESSAGES)).await;
     let d = send(&svc, post("/v1/messages", Some("k"), MESSAGES)).await;
@@ -256,8 +265,18 @@ async fn callers_are_isolated_by_credential() {
     assert_eq!(send(&svc, bearer("t1")).await.x_cache(), "MISS");
     assert_eq!(send(&svc, bearer("t1")).await.x_cache(), "HIT");
     assert_eq!(send(&svc, bearer("t2")).await.x_cache(), "MISS");
-    assert_eq!(send(&svc, post("/v1/messages", None, MESSAGES)).await.x_cache(), "MISS");
-    assert_eq!(send(&svc, post("/v1/messages", None, MESSAGES)).await.x_cache(), "HIT");
+    assert_eq!(
+        send(&svc, post("/v1/messages", None, MESSAGES))
+            .await
+            .x_cache(),
+        "MISS"
+    );
+    assert_eq!(
+        send(&svc, post("/v1/messages", None, MESSAGES))
+            .await
+            .x_cache(),
+        "HIT"
+    );
     assert_eq!(up.calls(), 5);
 }
 
@@ -271,10 +290,19 @@ async fn caller_identity_extension_wins_over_headers() {
             .insert(CallerIdentity::from_credential(tenant));
         req
     };
-    assert_eq!(send(&svc, as_tenant("team-a", "sk-1")).await.x_cache(), "MISS");
+    assert_eq!(
+        send(&svc, as_tenant("team-a", "sk-1")).await.x_cache(),
+        "MISS"
+    );
     // Same tenant through another upstream key: same identity, so a hit.
-    assert_eq!(send(&svc, as_tenant("team-a", "sk-2")).await.x_cache(), "HIT");
-    assert_eq!(send(&svc, as_tenant("team-b", "sk-1")).await.x_cache(), "MISS");
+    assert_eq!(
+        send(&svc, as_tenant("team-a", "sk-2")).await.x_cache(),
+        "HIT"
+    );
+    assert_eq!(
+        send(&svc, as_tenant("team-b", "sk-1")).await.x_cache(),
+        "MISS"
+    );
     assert_eq!(up.calls(), 2);
 }
 
@@ -302,8 +330,12 @@ async fn other_requests_pass_through_untouched() {
     for req in [
         post("/v1/messages/count_tokens", Some("k"), MESSAGES),
         post("/v1/embeddings", Some("k"), "not json at all"),
-        Request::get("/v1/models").body(Full::new(Bytes::new())).expect("request"),
-        Request::put("/v1/messages").body(Full::new(Bytes::from_static(b"x"))).expect("request"),
+        Request::get("/v1/models")
+            .body(Full::new(Bytes::new()))
+            .expect("request"),
+        Request::put("/v1/messages")
+            .body(Full::new(Bytes::from_static(b"x")))
+            .expect("request"),
     ] {
         let uri = req.uri().clone();
         let sent = req.body().clone().collect().await.expect("body").to_bytes();
@@ -351,10 +383,19 @@ async fn cache_ttl_secs_is_never_forwarded() {
             "/v1/messages",
             r#"{"model":"m","cache_ttl_secs":60,"max_tokens":5,"messages":[{"role":"user","content":"x","cache_ttl_secs":1}]}"#,
         ),
-        ("/v1/chat/completions", r#"{"cache_ttl_secs":null,"model":"m","messages":[]}"#),
+        (
+            "/v1/chat/completions",
+            r#"{"cache_ttl_secs":null,"model":"m","messages":[]}"#,
+        ),
         // Bypassed requests are cleaned too.
-        ("/v1/messages", r#"{"model":"m","stream":true,"cache_ttl_secs":30,"messages":[]}"#),
-        ("/v1/messages", r#"{"model":"m","cache_ttl_secs":0,"messages":[]}"#),
+        (
+            "/v1/messages",
+            r#"{"model":"m","stream":true,"cache_ttl_secs":30,"messages":[]}"#,
+        ),
+        (
+            "/v1/messages",
+            r#"{"model":"m","cache_ttl_secs":0,"messages":[]}"#,
+        ),
     ] {
         send(&svc, post(uri, Some("k"), body.to_owned())).await;
         let seen = up.last_seen();
@@ -405,7 +446,10 @@ async fn layer_default_ttl_expires() {
     assert_eq!(send(&svc, messages(MESSAGES)).await.x_cache(), "HIT");
     let deadline = Instant::now() + Duration::from_secs(5);
     while send(&svc, messages(MESSAGES)).await.x_cache() == "HIT" {
-        assert!(Instant::now() < deadline, "entry outlived the 1 s default TTL");
+        assert!(
+            Instant::now() < deadline,
+            "entry outlived the 1 s default TTL"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -462,10 +506,19 @@ async fn non_200_successes_other_than_partial_content_are_replayed() {
 
 #[tokio::test]
 async fn empty_success_bodies_are_stored_without_being_polled() {
-    let up = Upstream::new(|_| Ok(Response::builder().status(204).body(full("")).expect("response")));
+    let up = Upstream::new(|_| {
+        Ok(Response::builder()
+            .status(204)
+            .body(full(""))
+            .expect("response"))
+    });
     let svc = ServiceBuilder::new().layer(cache()).service(up.service());
     // Drop the first body unread: it is complete by construction.
-    let res = svc.clone().oneshot(messages(MESSAGES)).await.expect("service");
+    let res = svc
+        .clone()
+        .oneshot(messages(MESSAGES))
+        .await
+        .expect("service");
     assert!(res.body().is_end_stream());
     drop(res);
     let hit = send(&svc, messages(MESSAGES)).await;
@@ -524,15 +577,26 @@ async fn a_body_failing_midway_is_not_stored() {
         Ok(Response::new(body))
     });
     let svc = ServiceBuilder::new().layer(cache()).service(up.service());
-    let res = svc.clone().oneshot(messages(MESSAGES)).await.expect("service");
+    let res = svc
+        .clone()
+        .oneshot(messages(MESSAGES))
+        .await
+        .expect("service");
     assert_eq!(res.headers()["x-cache"], "MISS");
-    let err = res.into_body().collect().await.expect_err("the cut reaches the client");
+    let err = res
+        .into_body()
+        .collect()
+        .await
+        .expect_err("the cut reaches the client");
     assert_eq!(err.to_string(), "upstream cut");
 
     let second = send(&svc, messages(MESSAGES)).await;
     assert_eq!(second.x_cache(), "MISS");
     assert_eq!(second.body, r#"{"id":"whole"}"#);
-    assert_eq!(send(&svc, messages(MESSAGES)).await.body, r#"{"id":"whole"}"#);
+    assert_eq!(
+        send(&svc, messages(MESSAGES)).await.body,
+        r#"{"id":"whole"}"#
+    );
     assert_eq!(up.calls(), 2);
 }
 
@@ -547,7 +611,11 @@ async fn a_response_dropped_before_its_end_is_not_stored() {
         Ok(Response::new(body))
     });
     let svc = ServiceBuilder::new().layer(cache()).service(up.service());
-    let res = svc.clone().oneshot(messages(MESSAGES)).await.expect("service");
+    let res = svc
+        .clone()
+        .oneshot(messages(MESSAGES))
+        .await
+        .expect("service");
     let mut body = res.into_body();
     let frame = body.frame().await.expect("a frame").expect("ok");
     assert_eq!(frame.into_data().expect("data"), "{\"id\":");
@@ -555,7 +623,10 @@ async fn a_response_dropped_before_its_end_is_not_stored() {
     drop(body);
 
     let second = send(&svc, messages(MESSAGES)).await;
-    assert_eq!((second.x_cache(), &second.body[..]), ("MISS", &br#"{"id":"whole"}"#[..]));
+    assert_eq!(
+        (second.x_cache(), &second.body[..]),
+        ("MISS", &br#"{"id":"whole"}"#[..])
+    );
     assert_eq!(up.calls(), 2);
 }
 
@@ -565,7 +636,11 @@ async fn end_of_stream_right_after_the_last_frame_commits() {
     // the entry must be stored then, without a final poll returning `None`.
     let up = Upstream::ok();
     let svc = ServiceBuilder::new().layer(cache()).service(up.service());
-    let res = svc.clone().oneshot(messages(MESSAGES)).await.expect("service");
+    let res = svc
+        .clone()
+        .oneshot(messages(MESSAGES))
+        .await
+        .expect("service");
     let mut body = res.into_body();
     assert!(body.frame().await.expect("frame").expect("ok").is_data());
     assert!(body.is_end_stream());
@@ -640,7 +715,10 @@ async fn no_store_and_no_cache() {
     assert_eq!(fresh.x_cache(), "MISS");
     assert_eq!(fresh.json()["id"], "msg_4");
     let hit = send(&svc, messages(MESSAGES)).await;
-    assert_eq!((hit.x_cache(), hit.json()["id"].clone()), ("HIT", json!("msg_4")));
+    assert_eq!(
+        (hit.x_cache(), hit.json()["id"].clone()),
+        ("HIT", json!("msg_4"))
+    );
     assert_eq!(up.calls(), 4);
 }
 
@@ -676,7 +754,10 @@ async fn invalid_input_is_a_400_in_the_endpoint_shape_and_the_upstream_is_not_ca
         (r#"{"model":"m","cache_ttl_secs":[1]}"#, "cache_ttl_secs"),
         (r#"{"model":"m","cache_ttl_secs":{}}"#, "cache_ttl_secs"),
         // Invalid on a streamed request too: validation comes before bypass.
-        (r#"{"model":"m","stream":true,"cache_ttl_secs":-5}"#, "cache_ttl_secs"),
+        (
+            r#"{"model":"m","stream":true,"cache_ttl_secs":-5}"#,
+            "cache_ttl_secs",
+        ),
         (r#"{"model":"m","#, "JSON"),
         (r#"[{"model":"m"}]"#, "object"),
         ("", "JSON"),
@@ -691,12 +772,24 @@ async fn invalid_input_is_a_400_in_the_endpoint_shape_and_the_upstream_is_not_ca
         let message = json["error"]["message"].as_str().expect("message");
         assert!(message.contains(mentions), "{body}: {message}");
 
-        let oai = send(&svc, post("/v1/chat/completions", Some("k"), body.to_owned())).await;
+        let oai = send(
+            &svc,
+            post("/v1/chat/completions", Some("k"), body.to_owned()),
+        )
+        .await;
         assert_eq!(oai.status, 400, "{body}");
         let json = oai.json();
-        assert!(json.get("type").is_none(), "OpenAI shape has no top-level type");
+        assert!(
+            json.get("type").is_none(),
+            "OpenAI shape has no top-level type"
+        );
         assert_eq!(json["error"]["type"], "invalid_request_error");
-        assert!(json["error"]["message"].as_str().expect("message").contains(mentions));
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .expect("message")
+                .contains(mentions)
+        );
     }
     assert_eq!(up.calls(), 0);
 }
@@ -729,7 +822,12 @@ async fn bodies_over_the_limit_are_413() {
     assert_eq!(res.status(), 413);
     let body = res.into_body().collect().await.expect("body").to_bytes();
     let json: Value = serde_json::from_slice(&body).expect("json");
-    assert!(json["error"]["message"].as_str().expect("message").contains("1024"));
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("1024")
+    );
     assert_eq!(up.calls(), 0);
 }
 
@@ -752,11 +850,19 @@ async fn fifty_concurrent_identical_misses_make_one_upstream_call() {
         answers.push(answer);
     }
     assert_eq!(up.calls(), 1);
-    assert!(answers.iter().all(|a| a.status == 200 && a.json()["id"] == "msg_1"));
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.status == 200 && a.json()["id"] == "msg_1")
+    );
     let misses = answers.iter().filter(|a| a.x_cache() == "MISS").count();
     let hits = answers.iter().filter(|a| a.x_cache() == "HIT").count();
     assert_eq!((misses, hits), (1, 49));
-    assert!(answers.iter().all(|a| a.headers["content-type"] == "application/json"));
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.headers["content-type"] == "application/json")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -782,8 +888,14 @@ async fn without_coalescing_concurrent_misses_all_go_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_leader_fails_followers_fetch_for_themselves() {
-    let up = Upstream::new(|n| Ok(if n == 1 { status_reply(500) } else { json_reply(n) }))
-        .with_delay(|n| Duration::from_millis(if n == 1 { 300 } else { 50 }));
+    let up = Upstream::new(|n| {
+        Ok(if n == 1 {
+            status_reply(500)
+        } else {
+            json_reply(n)
+        })
+    })
+    .with_delay(|n| Duration::from_millis(if n == 1 { 300 } else { 50 }));
     let svc = ServiceBuilder::new().layer(cache()).service(up.service());
     let leader = {
         let svc = svc.clone();
@@ -876,7 +988,9 @@ async fn memory_is_bounded_in_bytes_through_the_layer() {
     );
     let up = Upstream::new(|n| Ok(Response::new(full(format!("{n:>5000}")))));
     let svc = ServiceBuilder::new()
-        .layer(ResponseCacheLayer::with_shared_backend(Arc::clone(&backend)))
+        .layer(ResponseCacheLayer::with_shared_backend(Arc::clone(
+            &backend,
+        )))
         .service(up.service());
     for i in 0..12 {
         let body = format!(r#"{{"model":"m","messages":[],"n":{i}}}"#);
@@ -884,7 +998,11 @@ async fn memory_is_bounded_in_bytes_through_the_layer() {
         backend.run_pending_tasks().await;
     }
     backend.run_pending_tasks().await;
-    assert!(backend.weighted_size() <= 20_000, "{}", backend.weighted_size());
+    assert!(
+        backend.weighted_size() <= 20_000,
+        "{}",
+        backend.weighted_size()
+    );
     assert!(backend.entry_count() < 12);
     assert!(backend.entry_count() >= 1);
     let mut hits = 0;
@@ -925,7 +1043,9 @@ async fn a_failing_backend_fails_open() {
     });
     let up = Upstream::ok();
     let svc = ServiceBuilder::new()
-        .layer(ResponseCacheLayer::with_shared_backend(Arc::clone(&backend)))
+        .layer(ResponseCacheLayer::with_shared_backend(Arc::clone(
+            &backend,
+        )))
         .service(up.service());
     for n in 1..=3 {
         let answer = send(&svc, messages(MESSAGES)).await;
@@ -960,11 +1080,16 @@ async fn slow_writes_finish_in_the_background_and_coalescing_covers_the_gap() {
     });
     let up = Upstream::ok();
     let svc = ServiceBuilder::new()
-        .layer(ResponseCacheLayer::with_shared_backend(Arc::clone(&backend)))
+        .layer(ResponseCacheLayer::with_shared_backend(Arc::clone(
+            &backend,
+        )))
         .service(up.service());
     let started = Instant::now();
     assert_eq!(send(&svc, messages(MESSAGES)).await.x_cache(), "MISS");
-    assert!(started.elapsed() < Duration::from_millis(300), "the body waited for the write");
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "the body waited for the write"
+    );
     // The write is still running: the request is served from the finished flight.
     assert_eq!(send(&svc, messages(MESSAGES)).await.x_cache(), "HIT");
     // Once the write lands, the backend itself has the entry.
@@ -974,7 +1099,10 @@ async fn slow_writes_finish_in_the_background_and_coalescing_covers_the_gap() {
         if backend.inner.entry_count() == 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "the background write never landed");
+        assert!(
+            Instant::now() < deadline,
+            "the background write never landed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(send(&svc, messages(MESSAGES)).await.x_cache(), "HIT");
@@ -1037,8 +1165,14 @@ fn every_response_affecting_field_changes_the_key() {
         ("top_k", json!(40)),
         ("stop_sequences", json!(["END"])),
         ("stop", json!(["END"])),
-        ("thinking", json!({"type": "enabled", "budget_tokens": 2048})),
-        ("tools", json!([{"name": "f", "input_schema": {"type": "object"}}])),
+        (
+            "thinking",
+            json!({"type": "enabled", "budget_tokens": 2048}),
+        ),
+        (
+            "tools",
+            json!([{"name": "f", "input_schema": {"type": "object"}}]),
+        ),
         ("tool_choice", json!({"type": "any"})),
         ("response_format", json!({"type": "json_object"})),
         ("seed", json!(7)),

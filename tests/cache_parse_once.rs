@@ -15,29 +15,39 @@ use tower_llm_bridge::parsed::ParsedBody;
 async fn each_request_is_parsed_once() {
     let svc = ServiceBuilder::new()
         .layer(ResponseCacheLayer::default())
-        .service_fn(|req: Request<Either<Full<Bytes>, Full<Bytes>>>| async move {
-            // What a translation layer further in does: use the extension, never re-parse.
-            let parsed = req
-                .extensions()
-                .get::<ParsedBody>()
-                .cloned()
-                .expect("the cache layer leaves the parsed body for the next layer");
-            assert!(parsed.json().is_object());
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
-        });
+        .service_fn(
+            |req: Request<Either<Full<Bytes>, Full<Bytes>>>| async move {
+                // What a translation layer further in does: use the extension, never re-parse.
+                let parsed = req
+                    .extensions()
+                    .get::<ParsedBody>()
+                    .cloned()
+                    .expect("the cache layer leaves the parsed body for the next layer");
+                assert!(parsed.json().is_object());
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+            },
+        );
 
     let cases: [(&str, &[u8], &str); 4] = [
         ("/v1/messages", br#"{"model":"m","messages":[]}"#, "MISS"),
         ("/v1/messages", br#"{"model":"m","messages":[]}"#, "HIT"),
         // Stripping cache_ttl_secs re-serializes the JSON; it does not parse again.
-        ("/v1/chat/completions", br#"{"model":"m","cache_ttl_secs":60}"#, "MISS"),
+        (
+            "/v1/chat/completions",
+            br#"{"model":"m","cache_ttl_secs":60}"#,
+            "MISS",
+        ),
         ("/v1/messages", br#"{"model":"m","stream":true}"#, "BYPASS"),
     ];
     for (uri, body, expected) in cases {
         let before = ParsedBody::parse_count();
         let res = svc
             .clone()
-            .oneshot(Request::post(uri).body(Full::new(Bytes::from_static(body))).unwrap())
+            .oneshot(
+                Request::post(uri)
+                    .body(Full::new(Bytes::from_static(body)))
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(res.headers()["x-cache"], expected);

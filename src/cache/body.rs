@@ -56,10 +56,10 @@ impl<ResBody: Body, B: CacheBackend> ResponseBody<ResBody, B> {
     pub(crate) fn inner(body: ResBody, mut recorder: Option<Recorder<B>>) -> Self {
         // An empty body may never be polled (hyper checks `is_end_stream` first): it is
         // already complete, so store it now.
-        if body.is_end_stream() {
-            if let Some(recorder) = recorder.take() {
-                recorder.commit();
-            }
+        if body.is_end_stream()
+            && let Some(recorder) = recorder.take()
+        {
+            recorder.commit();
         }
         Self {
             kind: Kind::Inner { body, recorder },
@@ -99,16 +99,17 @@ where
                     }
                 };
                 let frame = frame.map_data(|mut data| data.copy_to_bytes(data.remaining()));
-                if let (Some(data), Some(rec)) = (frame.data_ref(), recorder.as_mut()) {
-                    if !rec.push(data) {
-                        tracing::debug!(key = %rec.key, "response over the entry size limit, not stored");
-                        *recorder = None;
-                    }
+                if let (Some(data), Some(rec)) = (frame.data_ref(), recorder.as_mut())
+                    && !rec.push(data)
+                {
+                    tracing::debug!(key = %rec.key, "response over the entry size limit, not stored");
+                    *recorder = None;
                 }
-                if recorder.is_some() && body.is_end_stream() {
-                    if let Some(recorder) = recorder.take() {
-                        recorder.commit();
-                    }
+                if recorder.is_some()
+                    && body.is_end_stream()
+                    && let Some(recorder) = recorder.take()
+                {
+                    recorder.commit();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

@@ -85,7 +85,10 @@ mod tests {
     #[test]
     fn headers_give_the_same_identity_as_the_credential() {
         let mut headers = HeaderMap::new();
-        assert_eq!(CallerIdentity::from_headers(&headers), CallerIdentity::anonymous());
+        assert_eq!(
+            CallerIdentity::from_headers(&headers),
+            CallerIdentity::anonymous()
+        );
         headers.insert("authorization", HeaderValue::from_static("Bearer t"));
         assert_eq!(
             CallerIdentity::from_headers(&headers),

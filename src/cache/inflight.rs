@@ -38,7 +38,9 @@ pub(crate) enum Join {
 impl Inflight {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, watch::Sender<Slot>>> {
         // A panic while holding this lock cannot leave the map inconsistent (single calls).
-        self.map.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.map
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn join(self: &Arc<Self>, key: &str) -> Join {
@@ -116,7 +118,11 @@ mod tests {
     use http::{HeaderMap, StatusCode};
 
     fn entry(body: &'static str) -> CacheEntry {
-        CacheEntry::new(StatusCode::OK, HeaderMap::new(), Bytes::from_static(body.as_bytes()))
+        CacheEntry::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from_static(body.as_bytes()),
+        )
     }
 
     fn leader(j: Join) -> LeaderGuard {

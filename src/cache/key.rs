@@ -411,10 +411,7 @@ mod tests {
     #[test]
     fn top_level_null_is_absent_but_nested_null_is_not() {
         assert_eq!(key(&json!({"a": 1, "t": null})), key(&json!({"a": 1})));
-        assert_ne!(
-            key(&json!({"a": {"t": null}})),
-            key(&json!({"a": {}}))
-        );
+        assert_ne!(key(&json!({"a": {"t": null}})), key(&json!({"a": {}})));
     }
 
     #[test]
@@ -423,7 +420,11 @@ mod tests {
         for field in EXCLUDED_FIELDS {
             let mut with = base.clone();
             with[field] = json!({"user_id": "u-1"});
-            assert_eq!(key(&with), key(&base), "{field} is ignored at the top level");
+            assert_eq!(
+                key(&with),
+                key(&base),
+                "{field} is ignored at the top level"
+            );
             let nested_a = json!({"model": "m", "x": {field: 1}});
             let nested_b = json!({"model": "m", "x": {}});
             assert_ne!(key(&nested_a), key(&nested_b), "{field} counts when nested");
@@ -495,7 +496,10 @@ mod tests {
             assert_eq!(digest(true), digest(false));
         }
         #[cfg(feature = "serde-json-preserve-order")]
-        assert!(!maps_are_sorted(), "preserve_order maps keep insertion order");
+        assert!(
+            !maps_are_sorted(),
+            "preserve_order maps keep insertion order"
+        );
     }
 
     #[test]
@@ -503,6 +507,9 @@ mod tests {
         let k = cache_key(&json!({}), CacheNamespace::OpenAI, &SCOPE);
         let hex = k.strip_prefix("oai:").expect("prefix");
         assert_eq!(hex.len(), 64);
-        assert!(hex.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+        assert!(
+            hex.bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        );
     }
 }

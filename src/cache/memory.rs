@@ -202,7 +202,11 @@ mod tests {
     use http::{HeaderMap, StatusCode};
 
     fn entry(len: usize) -> CacheEntry {
-        CacheEntry::new(StatusCode::OK, HeaderMap::new(), Bytes::from(vec![b'x'; len]))
+        CacheEntry::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from(vec![b'x'; len]),
+        )
     }
 
     #[tokio::test]
@@ -227,7 +231,10 @@ mod tests {
         let cache = MemoryCache::new(10);
         cache.put("k", entry(1), 60).await;
         cache.put("k", entry(2), 1).await;
-        assert_eq!(cache.get("k").await.expect("present").response_body.len(), 2);
+        assert_eq!(
+            cache.get("k").await.expect("present").response_body.len(),
+            2
+        );
         let deadline = Instant::now() + Duration::from_secs(5);
         while cache.get("k").await.is_some() {
             assert!(Instant::now() < deadline, "replacement kept the old TTL");
@@ -271,8 +278,8 @@ mod tests {
         let cache = MemoryCache::new(10);
         let mut headers = HeaderMap::new();
         headers.insert("x-llm-bridge-degraded", "top_k".parse().expect("header"));
-        let stored = CacheEntry::new(StatusCode::CREATED, headers, Bytes::from_static(b"b"))
-            .with_model("m");
+        let stored =
+            CacheEntry::new(StatusCode::CREATED, headers, Bytes::from_static(b"b")).with_model("m");
         cache.put("k", stored, 60).await;
         let got = cache.get("k").await.expect("present");
         assert_eq!(got.status, StatusCode::CREATED);

@@ -65,7 +65,7 @@
 //! ```
 //! use bytes::Bytes;
 //! use http::{Request, Response, StatusCode};
-//! use http_body_util::{Either, Full};
+//! use http_body_util::{BodyExt, Either, Full};
 //! use std::convert::Infallible;
 //! use std::time::Duration;
 //! use tower::{ServiceBuilder, ServiceExt};
@@ -94,11 +94,15 @@
 //!     req.extensions_mut().insert(CallerIdentity::from_credential(tenant));
 //!     req
 //! };
+//! // An answer is stored once its body has been read to the end.
 //! let res = svc.clone().oneshot(request("alice")).await?;
 //! assert_eq!(res.headers()["x-cache"], "MISS");
-//! assert_eq!(svc.clone().oneshot(request("alice")).await?.headers()["x-cache"], "HIT");
+//! res.into_body().collect().await?;
+//! let res = svc.clone().oneshot(request("alice")).await?;
+//! assert_eq!(res.headers()["x-cache"], "HIT");
 //! // Another tenant never sees alice's entry.
-//! assert_eq!(svc.clone().oneshot(request("bob")).await?.headers()["x-cache"], "MISS");
+//! let res = svc.clone().oneshot(request("bob")).await?;
+//! assert_eq!(res.headers()["x-cache"], "MISS");
 //!
 //! // A request over the body limit is refused in the endpoint's (OpenAI) error shape.
 //! let big = Request::post("/v1/chat/completions")
@@ -406,12 +410,14 @@ mod tests {
 
     #[test]
     fn field_order_does_not_matter() {
-        let a: Value =
-            serde_json::from_str(r#"{"model":"gpt-4o","temperature":0.5,"messages":[{"role":"user","content":"hi"}]}"#)
-                .expect("json");
-        let b: Value =
-            serde_json::from_str(r#"{"messages":[{"content":"hi","role":"user"}],"model":"gpt-4o","temperature":0.5}"#)
-                .expect("json");
+        let a: Value = serde_json::from_str(
+            r#"{"model":"gpt-4o","temperature":0.5,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .expect("json");
+        let b: Value = serde_json::from_str(
+            r#"{"messages":[{"content":"hi","role":"user"}],"model":"gpt-4o","temperature":0.5}"#,
+        )
+        .expect("json");
         assert_eq!(oai(&a), oai(&b));
     }
 
@@ -458,8 +464,14 @@ mod tests {
             ..SCOPE
         };
         let base = oai(&body);
-        assert_ne!(base, cache_key_for_request(&body, CacheNamespace::OpenAI, &other_backend));
-        assert_ne!(base, cache_key_for_request(&body, CacheNamespace::OpenAI, &other_caller));
+        assert_ne!(
+            base,
+            cache_key_for_request(&body, CacheNamespace::OpenAI, &other_backend)
+        );
+        assert_ne!(
+            base,
+            cache_key_for_request(&body, CacheNamespace::OpenAI, &other_caller)
+        );
     }
 
     #[test]
@@ -467,9 +479,18 @@ mod tests {
         assert_eq!(parse_cache_ttl(&json!({"model": "test"})), Ok(None));
         assert_eq!(parse_cache_ttl(&json!({"cache_ttl_secs": null})), Ok(None));
         assert_eq!(parse_cache_ttl(&json!({"cache_ttl_secs": 0})), Ok(Some(0)));
-        assert_eq!(parse_cache_ttl(&json!({"cache_ttl_secs": 600})), Ok(Some(600)));
-        assert_eq!(parse_cache_ttl(&json!({"cache_ttl_secs": 86400})), Ok(Some(86_400)));
-        assert_eq!(parse_cache_ttl(&json!({"cache_ttl_secs": 1.9})), Ok(Some(1)));
+        assert_eq!(
+            parse_cache_ttl(&json!({"cache_ttl_secs": 600})),
+            Ok(Some(600))
+        );
+        assert_eq!(
+            parse_cache_ttl(&json!({"cache_ttl_secs": 86400})),
+            Ok(Some(86_400))
+        );
+        assert_eq!(
+            parse_cache_ttl(&json!({"cache_ttl_secs": 1.9})),
+            Ok(Some(1))
+        );
         assert_eq!(parse_cache_ttl(&json!([1, 2])), Ok(None));
     }
 
@@ -527,9 +548,16 @@ mod tests {
     fn entry_weight_counts_body_and_headers() {
         let mut headers = HeaderMap::new();
         let small = CacheEntry::new(StatusCode::OK, headers.clone(), Bytes::from_static(b"{}"));
-        headers.insert("content-type", http::HeaderValue::from_static("application/json"));
+        headers.insert(
+            "content-type",
+            http::HeaderValue::from_static("application/json"),
+        );
         let with_header = CacheEntry::new(StatusCode::OK, headers, Bytes::from_static(b"{}"));
-        let big = CacheEntry::new(StatusCode::OK, HeaderMap::new(), Bytes::from(vec![0; 10_000]));
+        let big = CacheEntry::new(
+            StatusCode::OK,
+            HeaderMap::new(),
+            Bytes::from(vec![0; 10_000]),
+        );
         assert!(with_header.weight() > small.weight());
         assert!(big.weight() >= 10_000);
     }

@@ -239,8 +239,8 @@ where
     res_parts
         .headers
         .insert(X_CACHE, HeaderValue::from_static("MISS"));
-    let recorder = is_cacheable(&res_parts, &body, plan.ttl_secs, config.max_entry_bytes).then(|| {
-        Recorder {
+    let recorder =
+        is_cacheable(&res_parts, &body, plan.ttl_secs, config.max_entry_bytes).then(|| Recorder {
             backend: Arc::clone(&config.backend),
             key: plan.key,
             status: res_parts.status,
@@ -251,8 +251,7 @@ where
             guard,
             chunks: Vec::new(),
             len: 0,
-        }
-    });
+        });
     Ok(Response::from_parts(
         res_parts,
         ResponseBody::inner(body, recorder),
@@ -377,10 +376,25 @@ mod tests {
 
     #[test]
     fn routes_by_method_and_path_only() {
-        let req = |method: Method, uri: &str| Request::builder().method(method).uri(uri).body(()).expect("req");
-        assert_eq!(route(&req(Method::POST, "/v1/messages")), Some(CacheNamespace::Anthropic));
-        assert_eq!(route(&req(Method::POST, "/v1/messages?beta=true")), Some(CacheNamespace::Anthropic));
-        assert_eq!(route(&req(Method::POST, "http://h/v1/chat/completions?x=1")), Some(CacheNamespace::OpenAI));
+        let req = |method: Method, uri: &str| {
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(())
+                .expect("req")
+        };
+        assert_eq!(
+            route(&req(Method::POST, "/v1/messages")),
+            Some(CacheNamespace::Anthropic)
+        );
+        assert_eq!(
+            route(&req(Method::POST, "/v1/messages?beta=true")),
+            Some(CacheNamespace::Anthropic)
+        );
+        assert_eq!(
+            route(&req(Method::POST, "http://h/v1/chat/completions?x=1")),
+            Some(CacheNamespace::OpenAI)
+        );
         assert_eq!(route(&req(Method::GET, "/v1/messages")), None);
         assert_eq!(route(&req(Method::POST, "/v1/messages/count_tokens")), None);
         assert_eq!(route(&req(Method::POST, "/v1/models")), None);
