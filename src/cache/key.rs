@@ -98,10 +98,16 @@ type Entry<'v> = (u64, &'v str, &'v Value);
 
 #[inline]
 fn entry<'v>(k: &'v str, v: &'v Value) -> Entry<'v> {
-    let mut head = [0u8; 8];
-    let n = k.len().min(8);
-    head[..n].copy_from_slice(&k.as_bytes()[..n]);
-    (u64::from_be_bytes(head), k, v)
+    let bytes = k.as_bytes();
+    let head = match bytes.first_chunk::<8>() {
+        Some(head) => u64::from_be_bytes(*head),
+        // Short keys: shift the bytes in; no variable-length copy.
+        None => bytes
+            .iter()
+            .enumerate()
+            .fold(0, |acc, (i, &b)| acc | u64::from(b) << (56 - 8 * i)),
+    };
+    (head, k, v)
 }
 
 /// Bytewise key order: zero-padded prefixes order like the strings unless they tie.

@@ -134,6 +134,9 @@ impl<B: CacheBackend> ResponseCacheLayer<B> {
     }
 
     /// How long a coalesced request waits before calling the inner service itself.
+    ///
+    /// The wait uses Tokio's timer, so coalescing needs a runtime with time enabled (as
+    /// `#[tokio::main]` has); turn [`coalesce`](Self::coalesce) off otherwise.
     #[must_use]
     pub fn coalesce_wait(mut self, wait: Duration) -> Self {
         self.config.coalesce_wait = wait;
