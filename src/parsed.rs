@@ -51,9 +51,7 @@ impl ParsedBody {
     /// assert_eq!(&parsed.bytes()[..], br#"{"a":1}"#);
     /// ```
     pub fn from_json(json: Value) -> Self {
-        let bytes = serde_json::to_vec(&json)
-            .map(Bytes::from)
-            .unwrap_or_default();
+        let bytes = serde_json::to_vec(&json).map(Bytes::from).unwrap_or_default();
         Self { bytes, json }
     }
 
@@ -201,10 +199,7 @@ mod tests {
             ];
             StreamBody::new(futures_util::stream::iter(chunks))
         };
-        assert_eq!(
-            &block_on(collect_limited(frames(), 7)).expect("fits")[..],
-            b"abcdefg"
-        );
+        assert_eq!(&block_on(collect_limited(frames(), 7)).expect("fits")[..], b"abcdefg");
         assert!(matches!(
             block_on(collect_limited(frames(), 6)),
             Err(CollectError::TooLarge { limit: 6 })
@@ -221,10 +216,7 @@ mod tests {
     fn body_errors_are_reported() {
         let chunks: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> =
             vec![Err(std::io::Error::other("reset"))];
-        let got = block_on(collect_limited(
-            StreamBody::new(futures_util::stream::iter(chunks)),
-            10,
-        ));
+        let got = block_on(collect_limited(StreamBody::new(futures_util::stream::iter(chunks)), 10));
         assert!(matches!(got, Err(CollectError::Body(_))));
     }
 
