@@ -1,4 +1,5 @@
 //! ResponseCacheLayer against a counting `service_fn` upstream.
+#![cfg(feature = "cache")]
 
 use std::convert::Infallible;
 use std::io;

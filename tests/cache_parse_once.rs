@@ -1,6 +1,7 @@
 //! A request through the cache layer is parsed exactly once, and the inner service finds the
 //! parsed body in the extensions. Alone in its own test binary: `ParsedBody::parse_count()` is
 //! process-wide, so no other test may parse concurrently.
+#![cfg(feature = "cache")]
 
 use std::convert::Infallible;
 
