@@ -1231,3 +1231,150 @@ async fn reordered_requests_share_an_entry_through_the_layer() {
     let c = r#"{"messages":[{"content":[{"text":"hi","type":"text"}],"role":"user"}],"max_tokens":5,"model":"m","top_k":3}"#;
     assert_eq!(send(&svc, messages(c)).await.x_cache(), "MISS");
 }
+
+// ---- properties ------------------------------------------------------------------------------
+
+mod properties {
+    use super::key;
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            "[a-c]{0,3}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec(("[a-d]{0,3}", inner), 0..6)
+                    .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// The same value with every object's keys inserted in reverse order (which changes the
+    /// iteration order when serde_json's preserve_order is on, as in this test suite).
+    fn reversed(v: &Value) -> Value {
+        match v {
+            Value::Array(items) => Value::Array(items.iter().map(reversed).collect()),
+            Value::Object(map) => {
+                let mut out = Map::new();
+                for (k, v) in map.iter().rev() {
+                    out.insert(k.clone(), reversed(v));
+                }
+                Value::Object(out)
+            }
+            other => other.clone(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn key_order_never_matters(v in json()) {
+            let a = serde_json::json!({"model": "m", "x": v});
+            let b = reversed(&a);
+            prop_assert_eq!(key(&a), key(&b));
+        }
+
+        #[test]
+        fn different_values_get_different_keys(v in json(), w in json()) {
+            prop_assume!(v != w);
+            let a = serde_json::json!({"x": v});
+            let b = serde_json::json!({"x": w});
+            prop_assert_ne!(key(&a), key(&b));
+        }
+    }
+}
+
+// ---- over a real socket ----------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_hyper_server_stores_what_it_sends() {
+    use hyper::body::Incoming;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let svc = ServiceBuilder::new().layer(cache()).service(service_fn(
+        move |req: Request<Either<Full<Bytes>, Incoming>>| {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                let chunked = req.uri().path() == "/v1/chat/completions";
+                let body = if chunked {
+                    // No length: hyper sends it chunked and polls until the end.
+                    let frames = ["{\"id\":", &format!("\"chat_{n}\"}}")]
+                        .map(|s| Ok(Frame::data(Bytes::from(s.to_owned()))));
+                    frames_body(frames.into(), false)
+                } else {
+                    full(format!(r#"{{"id":"msg_{n}"}}"#))
+                };
+                Ok::<_, io::Error>(Response::new(body))
+            }
+        },
+    ));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            stream.set_nodelay(true).expect("nodelay");
+            let svc = TowerToHyperService::new(svc.clone());
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    let call = |path: &str, body: &'static str| {
+        let req = Request::post(format!("http://{addr}{path}"))
+            .header("x-api-key", "k")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .expect("request");
+        let client = client.clone();
+        async move {
+            let res = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+                .await
+                .expect("bounded")
+                .expect("response");
+            let x_cache = res.headers()["x-cache"].to_str().expect("ascii").to_owned();
+            let body = res.into_body().collect().await.expect("body").to_bytes();
+            (x_cache, body)
+        }
+    };
+    assert_eq!(
+        call("/v1/messages", MESSAGES).await,
+        ("MISS".into(), Bytes::from_static(br#"{"id":"msg_1"}"#))
+    );
+    assert_eq!(
+        call("/v1/messages", MESSAGES).await,
+        ("HIT".into(), Bytes::from_static(br#"{"id":"msg_1"}"#))
+    );
+    assert_eq!(
+        call("/v1/chat/completions", CHAT).await,
+        ("MISS".into(), Bytes::from_static(br#"{"id":"chat_2"}"#))
+    );
+    assert_eq!(
+        call("/v1/chat/completions", CHAT).await,
+        ("HIT".into(), Bytes::from_static(br#"{"id":"chat_2"}"#))
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    server.abort();
+}
