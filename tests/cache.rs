@@ -1061,6 +1061,7 @@ async fn a_failing_backend_fails_open() {
 /// A backend whose writes take a while: storing must not hold up the response body.
 struct SlowWrites {
     inner: MemoryCache,
+    delay: Duration,
 }
 
 impl CacheBackend for SlowWrites {
@@ -1069,7 +1070,7 @@ impl CacheBackend for SlowWrites {
     }
 
     async fn put(&self, key: &str, entry: CacheEntry, ttl_secs: u64) {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(self.delay).await;
         self.inner.put(key, entry, ttl_secs).await;
     }
 }
@@ -1078,6 +1079,7 @@ impl CacheBackend for SlowWrites {
 async fn slow_writes_finish_in_the_background_and_coalescing_covers_the_gap() {
     let backend = Arc::new(SlowWrites {
         inner: MemoryCache::new(10),
+        delay: Duration::from_millis(300),
     });
     let up = Upstream::ok();
     let svc = ServiceBuilder::new()
@@ -1377,4 +1379,29 @@ async fn a_hyper_server_stores_what_it_sends() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     server.abort();
+}
+
+#[tokio::test]
+async fn a_stuck_write_does_not_pin_the_flight() {
+    let backend = Arc::new(SlowWrites {
+        inner: MemoryCache::new(10),
+        delay: Duration::from_secs(3),
+    });
+    let up = Upstream::ok();
+    let svc = ServiceBuilder::new()
+        .layer(
+            ResponseCacheLayer::with_shared_backend(Arc::clone(&backend))
+                .coalesce_wait(Duration::from_millis(200)),
+        )
+        .service(up.service());
+    assert_eq!(send(&svc, messages(MESSAGES)).await.x_cache(), "MISS");
+    assert_eq!(send(&svc, messages(MESSAGES)).await.x_cache(), "HIT");
+    // Past the hold the slot is gone while the write still hangs: a new flight goes upstream.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let again = send(&svc, messages(MESSAGES)).await;
+    assert_eq!(
+        (again.x_cache(), again.json()["id"].clone()),
+        ("MISS", json!("msg_2"))
+    );
+    assert_eq!(up.calls(), 2);
 }

@@ -3,7 +3,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
@@ -158,6 +158,8 @@ pub(crate) struct Recorder<B> {
     pub(crate) max_bytes: usize,
     /// The leader's slot, when this request is the one coalesced requests wait for.
     pub(crate) guard: Option<LeaderGuard>,
+    /// How long the slot may outlive a slow write (it serves the entry meanwhile).
+    pub(crate) slot_hold: Duration,
     pub(crate) chunks: Vec<Bytes>,
     pub(crate) len: usize,
 }
@@ -189,6 +191,7 @@ impl<B: CacheBackend> Recorder<B> {
             model,
             ttl_secs,
             mut guard,
+            slot_hold,
             mut chunks,
             len,
             ..
@@ -215,10 +218,18 @@ impl<B: CacheBackend> Recorder<B> {
         }
         tracing::debug!(%key, bytes = len, ttl_secs, "storing response");
         let mut write = Box::pin(async move {
-            backend.put(&key, entry, ttl_secs).await;
-            // Followers arriving until now were served from the slot; later ones hit the
-            // backend.
-            drop(guard);
+            let mut put = std::pin::pin!(backend.put(&key, entry, ttl_secs));
+            if let Some(guard) = guard {
+                // Requests arriving until the write lands are served from the slot; later
+                // ones from the backend. A stuck write must not pin the slot (and its entry,
+                // whatever its TTL) forever, so the slot goes after `slot_hold` regardless.
+                let landed = tokio::time::timeout(slot_hold, put.as_mut()).await.is_ok();
+                drop(guard);
+                if landed {
+                    return;
+                }
+            }
+            put.await;
         });
         if write
             .as_mut()

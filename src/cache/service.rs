@@ -249,6 +249,7 @@ where
             ttl_secs: plan.ttl_secs,
             max_bytes: config.max_entry_bytes,
             guard,
+            slot_hold: config.coalesce_wait,
             chunks: Vec::new(),
             len: 0,
         });
