@@ -1253,7 +1253,7 @@ mod properties {
         leaf.prop_recursive(4, 48, 6, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                prop::collection::vec(("[a-d]{0,3}", inner), 0..6)
+                prop::collection::vec(("[a-f]{0,3}", inner), 0..14)
                     .prop_map(|entries| Value::Object(entries.into_iter().collect())),
             ]
         })

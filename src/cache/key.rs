@@ -41,7 +41,7 @@ const VERSION: &[u8] = b"tlb-cache-key/v1\0";
 
 /// Size of the local buffer small writes are gathered in before they reach the hasher.
 /// A multiple of SHA-256's 64-byte block, so full flushes are compressed without re-buffering.
-const BUF_LEN: usize = 4096;
+const BUF_LEN: usize = 512;
 
 /// Computes the cache key for `body` (see the module docs for the encoding).
 pub(crate) fn cache_key(body: &Value, ns: CacheNamespace, scope: &CacheScope<'_>) -> String {
@@ -82,6 +82,12 @@ fn maps_are_sorted() -> bool {
         probe.keys().next().is_some_and(|k| k == "a")
     })
 }
+
+/// Placeholder for unused slots of on-stack entry arrays.
+static NULL: Value = Value::Null;
+
+/// Objects up to this many entries are sorted in an on-stack array.
+const SMALL_OBJECT: usize = 8;
 
 /// Walks a JSON tree and feeds its canonical encoding to the hasher.
 struct Encoder<'v> {
@@ -126,13 +132,37 @@ impl<'v> Encoder<'v> {
     }
 
     fn top_level(&mut self, map: &'v Map<String, Value>) {
-        let base = self.stack.len();
-        self.stack.extend(
-            map.iter()
-                .filter(|(k, v)| !v.is_null() && !EXCLUDED_FIELDS.contains(&k.as_str()))
-                .map(|(k, v)| entry(k, v)),
-        );
-        self.sorted_entries(base);
+        /// Requests have a dozen or two top-level fields: gather them on the stack, so the
+        /// common case allocates nothing.
+        const LOCAL: usize = 32;
+
+        let mut fields = map
+            .iter()
+            .filter(|(k, v)| !v.is_null() && !EXCLUDED_FIELDS.contains(&k.as_str()));
+        let mut local = [(0, "", &NULL); LOCAL];
+        let mut n = 0;
+        for (k, v) in fields.by_ref() {
+            if n == LOCAL {
+                // Unusually wide: continue on the heap with everything gathered so far.
+                let base = self.stack.len();
+                self.stack.extend_from_slice(&local);
+                self.stack.push(entry(k, v));
+                self.stack.extend(fields.map(|(k, v)| entry(k, v)));
+                self.sorted_entries(base);
+                return;
+            }
+            local[n] = entry(k, v);
+            n += 1;
+        }
+        let entries = &mut local[..n];
+        if !entries.is_sorted_by(|a, b| key_order(a, b).is_le()) {
+            entries.sort_unstable_by(key_order);
+        }
+        self.out.header(b'o', n);
+        for &(_, k, v) in &local[..n] {
+            self.out.key(k.as_bytes());
+            self.value(v);
+        }
     }
 
     fn value(&mut self, value: &'v Value) {
@@ -152,6 +182,22 @@ impl<'v> Encoder<'v> {
                 // Already in key order: no gathering, no sorting.
                 self.out.header(b'o', map.len());
                 for (k, v) in map {
+                    self.out.key(k.as_bytes());
+                    self.value(v);
+                }
+            }
+            Value::Object(map) if map.len() <= SMALL_OBJECT => {
+                // Most objects are small (content blocks, schema nodes): sort on the stack.
+                let mut local = [(0, "", &NULL); SMALL_OBJECT];
+                for (slot, (k, v)) in local.iter_mut().zip(map) {
+                    *slot = entry(k, v);
+                }
+                let entries = &mut local[..map.len()];
+                if !entries.is_sorted_by(|a, b| key_order(a, b).is_le()) {
+                    entries.sort_unstable_by(key_order);
+                }
+                self.out.header(b'o', map.len());
+                for &(_, k, v) in &local[..map.len()] {
                     self.out.key(k.as_bytes());
                     self.value(v);
                 }
@@ -201,7 +247,7 @@ impl<'v> Encoder<'v> {
 const MAX_HEADER: usize = 11;
 
 /// Strings at least this long skip the local buffer and go to the hasher directly.
-const DIRECT_LEN: usize = 512;
+const DIRECT_LEN: usize = 128;
 
 /// A SHA-256 hasher behind a local buffer, so the many tiny writes of a JSON walk cost a few
 /// stores each instead of a call into the hasher each.
@@ -501,11 +547,44 @@ mod tests {
         if maps_are_sorted() {
             assert_eq!(digest(true), digest(false));
         }
+        // Small objects sort on the stack, wide ones on the heap: both orders agree.
+        for width in [2, SMALL_OBJECT, SMALL_OBJECT + 1, 3 * SMALL_OBJECT] {
+            let fwd: Map<String, Value> =
+                (0..width).map(|i| (format!("k{i:02}"), json!(i))).collect();
+            let rev: Map<String, Value> = (0..width)
+                .rev()
+                .map(|i| (format!("k{i:02}"), json!(i)))
+                .collect();
+            let wrap = |m| json!({"outer": [{"inner": Value::Object(m)}]});
+            assert_eq!(key(&wrap(fwd)), key(&wrap(rev)), "width {width}");
+        }
         #[cfg(feature = "serde-json-preserve-order")]
         assert!(
             !maps_are_sorted(),
             "preserve_order maps keep insertion order"
         );
+    }
+
+    #[test]
+    fn wide_top_levels_spill_to_the_heap_with_the_same_result() {
+        // 40 fields: over the on-stack gather; built in two orders.
+        let forward: Map<String, Value> = (0..40).map(|i| (format!("f{i:02}"), json!(i))).collect();
+        let backward: Map<String, Value> = (0..40)
+            .rev()
+            .map(|i| (format!("f{i:02}"), json!(i)))
+            .collect();
+        let (a, b) = (Value::Object(forward), Value::Object(backward));
+        assert_eq!(key(&a), key(&b));
+        // And it is the same encoding as the heap path nested objects take.
+        let mut enc = Encoder::new();
+        enc.sorted_maps = false;
+        enc.out.write(VERSION);
+        enc.out.byte(b'A');
+        enc.value(&a);
+        enc.out.str(SCOPE.backend_name);
+        enc.out.str(SCOPE.auth_identity);
+        let expected = hex::encode(enc.out.finish());
+        assert_eq!(key(&a), format!("anth:{expected}"));
     }
 
     #[test]
