@@ -1405,3 +1405,34 @@ async fn a_stuck_write_does_not_pin_the_flight() {
     );
     assert_eq!(up.calls(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_to_store_means_nothing_to_wait_for() {
+    // With a zero default TTL, identical requests cannot share an answer: they must not queue
+    // behind each other either.
+    let active = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (a, p) = (Arc::clone(&active), Arc::clone(&peak));
+    let svc = ServiceBuilder::new()
+        .layer(cache().default_ttl_secs(0))
+        .service(service_fn(move |_req: In| {
+            let (active, peak) = (Arc::clone(&a), Arc::clone(&p));
+            async move {
+                let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                active.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, io::Error>(json_reply(0))
+            }
+        }));
+    let tasks: Vec<_> = (0..5)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move { send(&svc, messages(MESSAGES)).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.expect("task").x_cache(), "MISS");
+    }
+    assert_eq!(peak.load(Ordering::SeqCst), 5);
+}

@@ -211,7 +211,8 @@ where
 
     let mut guard = None;
     if !directives.no_cache {
-        if config.coalesce {
+        // Nothing will be stored with a zero TTL, so there is nothing to wait for either.
+        if config.coalesce && plan.ttl_secs > 0 {
             match config.inflight.join(&plan.key) {
                 Join::Leader(mut leader) => {
                     if let Some(entry) = config.backend.get(&plan.key).await {
