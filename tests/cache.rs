@@ -1436,3 +1436,37 @@ async fn nothing_to_store_means_nothing_to_wait_for() {
     }
     assert_eq!(peak.load(Ordering::SeqCst), 5);
 }
+
+#[test]
+fn works_without_a_tokio_runtime() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    /// A minimal executor: no Tokio runtime, no timer.
+    fn block_on<F: Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Poll::Ready(out) = f.as_mut().poll(&mut cx) {
+                return out;
+            }
+            assert!(Instant::now() < deadline, "stuck");
+            std::thread::park_timeout(Duration::from_millis(10));
+        }
+    }
+
+    let up = Upstream::ok();
+    let svc = ServiceBuilder::new().layer(cache()).service(up.service());
+    let first = block_on(send(&svc, messages(MESSAGES)));
+    let second = block_on(send(&svc, messages(MESSAGES)));
+    assert_eq!((first.x_cache(), second.x_cache()), ("MISS", "HIT"));
+    assert_eq!(up.calls(), 1);
+}

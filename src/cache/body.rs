@@ -223,7 +223,9 @@ impl<B: CacheBackend> Recorder<B> {
                 // Requests arriving until the write lands are served from the slot; later
                 // ones from the backend. A stuck write must not pin the slot (and its entry,
                 // whatever its TTL) forever, so the slot goes after `slot_hold` regardless.
-                let landed = tokio::time::timeout(slot_hold, put.as_mut()).await.is_ok();
+                // (Outside a Tokio runtime there is no timer, and no task to finish on either.)
+                let landed = tokio::runtime::Handle::try_current().is_ok()
+                    && tokio::time::timeout(slot_hold, put.as_mut()).await.is_ok();
                 drop(guard);
                 if landed {
                     return;
