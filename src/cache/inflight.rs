@@ -100,7 +100,14 @@ impl Follower {
     /// The leader's entry, or `None` if it had none, vanished, or took longer than `limit`.
     pub(crate) async fn wait(mut self, limit: Duration) -> Option<CacheEntry> {
         let done = self.rx.wait_for(|slot| matches!(slot, Slot::Done(_)));
-        match tokio::time::timeout(limit, done).await {
+        let waited = if tokio::runtime::Handle::try_current().is_ok() {
+            tokio::time::timeout(limit, done).await
+        } else {
+            // No Tokio timer outside its runtime: rely on the leader's guard, which always
+            // reports (entry, nothing, or its drop).
+            Ok(done.await)
+        };
+        match waited {
             Ok(Ok(slot)) => match &*slot {
                 Slot::Done(entry) => entry.clone(),
                 Slot::Pending => None,

@@ -135,8 +135,9 @@ impl<B: CacheBackend> ResponseCacheLayer<B> {
 
     /// How long a coalesced request waits before calling the inner service itself.
     ///
-    /// The wait uses Tokio's timer, so coalescing needs a runtime with time enabled (as
-    /// `#[tokio::main]` has); turn [`coalesce`](Self::coalesce) off otherwise.
+    /// The bound uses Tokio's timer: inside a Tokio runtime it must have time enabled (as
+    /// `#[tokio::main]` has). Under another executor there is no timer, and a waiting request
+    /// waits for the one it follows to finish or fail.
     #[must_use]
     pub fn coalesce_wait(mut self, wait: Duration) -> Self {
         self.config.coalesce_wait = wait;
