@@ -1079,7 +1079,7 @@ impl CacheBackend for SlowWrites {
 async fn slow_writes_finish_in_the_background_and_coalescing_covers_the_gap() {
     let backend = Arc::new(SlowWrites {
         inner: MemoryCache::new(10),
-        delay: Duration::from_millis(300),
+        delay: Duration::from_millis(1_000),
     });
     let up = Upstream::ok();
     let svc = ServiceBuilder::new()
@@ -1090,7 +1090,7 @@ async fn slow_writes_finish_in_the_background_and_coalescing_covers_the_gap() {
     let started = Instant::now();
     assert_eq!(send(&svc, messages(MESSAGES)).await.x_cache(), "MISS");
     assert!(
-        started.elapsed() < Duration::from_millis(300),
+        started.elapsed() < Duration::from_millis(1_000),
         "the body waited for the write"
     );
     // The write is still running: the request is served from the finished flight.
