@@ -281,6 +281,18 @@ fn wrong_type_cases() -> Vec<Case> {
         "output_config.effort is a number",
         with("/output_config", json!({"effort": 1})),
     );
+    add(
+        "cache_ttl_secs is a string",
+        with("/cache_ttl_secs", json!("60")),
+    );
+    add(
+        "cache_ttl_secs negative",
+        with("/cache_ttl_secs", json!(-1)),
+    );
+    add(
+        "cache_ttl_secs over a day",
+        with("/cache_ttl_secs", json!(86_401)),
+    );
     cases
 }
 
@@ -423,6 +435,13 @@ fn hostile_cases() -> Vec<Case> {
         Expect::Works(Box::new(|seen| assert_eq!(seen.body["max_tokens"], 16_384))),
     ));
     cases.push(case(
+        "cache_ttl_secs 1.5 (truncated, as the seed API does)",
+        Send::Json(with("/cache_ttl_secs", json!(1.5))),
+        Expect::Works(Box::new(|seen| {
+            assert!(seen.body.get("cache_ttl_secs").is_none())
+        })),
+    ));
+    cases.push(case(
         "NUL, RTL and emoji in text",
         Send::Json(content(json!("a\u{0}b \u{202e}gnp.exe 🦀"))),
         Expect::Works(Box::new(|seen| {
@@ -451,13 +470,16 @@ fn hostile_cases() -> Vec<Case> {
         "content-type with charset",
         Send::Bytes(
             vec![("content-type", "application/json; charset=utf-8".to_owned())],
-            base().to_string().into_bytes(),
+            anthropic_request("charset").to_string().into_bytes(),
         ),
         works(),
     ));
     cases.push(case(
         "no content-type",
-        Send::Bytes(Vec::new(), base().to_string().into_bytes()),
+        Send::Bytes(
+            Vec::new(),
+            anthropic_request("no type").to_string().into_bytes(),
+        ),
         works(),
     ));
 
@@ -702,6 +724,7 @@ async fn run_case(proxy: &Running, mock: &MockUpstream, case: Case) -> String {
     let outcome = match case.expect {
         Expect::Anthropic(status, kind) => {
             let answer = answer.unwrap_or_else(|| panic!("{name}: no answer"));
+            assert_eq!(answer.status, status, "{name}: {}", answer.text());
             assert_anthropic_error(&answer, status, kind);
             let message = answer.json()["error"]["message"]
                 .as_str()

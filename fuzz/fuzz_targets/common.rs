@@ -7,6 +7,7 @@
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use serde_json::Value;
+use tower_llm_bridge::cache::{CacheNamespace, CacheScope, cache_key_for_request};
 use tower_llm_bridge::error::ApiError;
 use tower_llm_bridge::parsed::ParsedBody;
 use tower_llm_bridge::sse::{SseDecoder, SseError};
@@ -24,6 +25,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("request", request),
     ("stream", stream),
     ("response", response),
+    ("cache_key", cache_key),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -486,6 +488,120 @@ fn check_message(body: &[u8], stop_sequences: &[String]) {
         "cache_creation_input_tokens",
     ] {
         assert!(usage[field].is_u64(), "usage.{field}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (d) The cache key
+// ---------------------------------------------------------------------------------------------
+
+/// Top-level fields the key leaves out (they do not change the answer).
+const KEY_EXCLUDED: [&str; 4] = ["stream", "stream_options", "metadata", "user"];
+
+/// `cache_key_for_request` on arbitrary JSON: the format (`anth:`/`oai:` + 64 hex digits),
+/// determinism, canonical form (the same key whatever the key order at any depth and
+/// whatever the formatting of the bytes), scope and namespace separation, and the
+/// exclude-list (only `stream`, `stream_options`, `metadata`, `user` are ignored).
+pub fn cache_key(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let scope = CacheScope {
+        backend_name: "http://127.0.0.1:1/v1",
+        auth_identity: "tenant-a",
+    };
+    let key = cache_key_for_request(&value, CacheNamespace::Anthropic, &scope);
+    let hex = key.strip_prefix("anth:").expect("anth: prefix");
+    assert_eq!(hex.len(), 64, "{key}");
+    assert!(
+        hex.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{key}"
+    );
+    assert_eq!(
+        key,
+        cache_key_for_request(&value, CacheNamespace::Anthropic, &scope)
+    );
+
+    let openai = cache_key_for_request(&value, CacheNamespace::OpenAI, &scope);
+    assert!(
+        openai.starts_with("oai:") && openai[4..] != *hex,
+        "namespaces never share"
+    );
+    for other in [
+        CacheScope {
+            auth_identity: "tenant-b",
+            ..scope
+        },
+        CacheScope {
+            backend_name: "http://127.0.0.1:2/v1",
+            ..scope
+        },
+        CacheScope {
+            auth_identity: "",
+            backend_name: "http://127.0.0.1:1/v1tenant-a",
+        },
+    ] {
+        assert_ne!(
+            key,
+            cache_key_for_request(&value, CacheNamespace::Anthropic, &other)
+        );
+    }
+
+    // Canonical: key order at every depth and the byte formatting do not matter.
+    let reversed = reverse_keys(&value);
+    assert_eq!(
+        key,
+        cache_key_for_request(&reversed, CacheNamespace::Anthropic, &scope)
+    );
+    let pretty = serde_json::to_vec_pretty(&value).expect("serializes");
+    let reparsed: Value = serde_json::from_slice(&pretty).expect("round trip");
+    // serde_json's default float parser may land one ULP off on a re-parse (`1E-305`): the
+    // key follows the value, so only an exact round trip must give the same key.
+    if reparsed == value {
+        assert_eq!(
+            key,
+            cache_key_for_request(&reparsed, CacheNamespace::Anthropic, &scope)
+        );
+    }
+
+    let Value::Object(map) = &value else {
+        return;
+    };
+    // The exclude-list, and only it, is ignored at the top level.
+    let mut changed = map.clone();
+    for field in KEY_EXCLUDED {
+        changed.insert(field.to_owned(), Value::from("fuzz-ignored"));
+    }
+    assert_eq!(
+        key,
+        cache_key_for_request(&Value::Object(changed), CacheNamespace::Anthropic, &scope),
+        "excluded fields change the key"
+    );
+    if map.contains_key("fuzz_extra") {
+        return;
+    }
+    let mut changed = map.clone();
+    changed.insert("fuzz_extra".to_owned(), Value::from(1));
+    assert_ne!(
+        key,
+        cache_key_for_request(&Value::Object(changed), CacheNamespace::Anthropic, &scope),
+        "an unknown field must change the key (exclude-list, not allow-list)"
+    );
+}
+
+/// The same JSON with every object's keys inserted in reverse order (visible only with
+/// serde_json's `preserve_order`, which the replay test's feature set switches on).
+fn reverse_keys(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .rev()
+                .map(|(k, v)| (k.clone(), reverse_keys(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(reverse_keys).collect()),
+        other => other.clone(),
     }
 }
 
