@@ -89,6 +89,12 @@ async fn keys_never_appear_in_logs_on_any_path() {
     // Success: JSON and stream, both routes.
     let ok = post_json(&messages, auth, &anthropic_request("log json")).await;
     assert_eq!(ok.status, 200);
+    let hit = post_json(&messages, auth, &anthropic_request("log json")).await;
+    assert_eq!(
+        hit.header("x-cache"),
+        Some("HIT"),
+        "the cache path is logged too"
+    );
     mock.push(Reply::sse(text_stream(&["log", " stream"], "stop", (3, 2))));
     let ok = post_json(
         &messages,
@@ -375,6 +381,8 @@ async fn clients_cannot_choose_the_upstream() {
         "https://evil.example:8443/v1/messages?x=1",
     ];
     for (i, target) in targets.iter().enumerate() {
+        // Unique per target, so the cache cannot answer.
+        let body = anthropic_request(&format!("where do I go {i}")).to_string();
         let request = format!(
             "POST {target} HTTP/1.1\r\nhost: evil.example\r\nx-forwarded-host: evil.example\r\n\
              x-forwarded-proto: https\r\nforwarded: host=evil.example\r\n\
@@ -438,4 +446,84 @@ async fn clients_cannot_choose_the_upstream() {
     assert_eq!(res.status(), 200);
     let _ = res.into_body().collect().await;
     assert_eq!(mock.last_request().header("host"), Some(mock_host.as_str()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cache identity
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_cache_identity_and_key_are_hashes_not_credentials() {
+    use tower_llm_bridge::cache::{
+        CacheNamespace, CacheScope, CallerIdentity, cache_key_for_request,
+    };
+    let identity = CallerIdentity::from_credential(PROXY_KEY);
+    let hashed = identity.as_str();
+    assert_eq!(hashed.len(), 64);
+    assert!(hashed.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert!(!hashed.contains(PROXY_KEY) && !hashed.contains(&PROXY_KEY[PROXY_KEY.len() - 8..]));
+    assert!(!format!("{identity:?}").contains(PROXY_KEY));
+    assert_ne!(identity, CallerIdentity::from_credential(WRONG_KEY));
+    // Not the bare SHA-256 of the key either (domain-separated), so a leaked identity cannot
+    // be matched against a list of hashed keys.
+    assert_ne!(hashed, sha256_hex(PROXY_KEY.as_bytes()));
+
+    let body = anthropic_request("identity");
+    let scope = CacheScope {
+        backend_name: "http://127.0.0.1:1/v1",
+        auth_identity: hashed,
+    };
+    let key = cache_key_for_request(&body, CacheNamespace::Anthropic, &scope);
+    assert!(key.starts_with("anth:") && key.len() == 5 + 64, "{key}");
+    assert!(!key.contains(PROXY_KEY) && !key.contains(hashed));
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[tokio::test]
+async fn tenants_never_share_cached_answers() {
+    let mock = MockUpstream::start().await;
+    let other = "proxy-key-other-tenant-5772";
+    let keys = format!("{PROXY_KEY},{other}");
+    for proxy_keys in [Some(keys.as_str()), None] {
+        let mut extra = Vec::new();
+        if let Some(keys) = proxy_keys {
+            extra.push(("PROXY_API_KEYS", keys));
+        }
+        let proxy = start_for(&mock, &extra).await;
+        let url = proxy.url("/v1/messages");
+        let request = anthropic_request(&format!("shared question {}", proxy_keys.is_some()));
+        let before = mock.calls();
+        let ask = |key: &'static str| {
+            let (url, request) = (url.clone(), request.clone());
+            async move {
+                let answer = post_json(&url, &[("x-api-key", key)], &request).await;
+                assert_eq!(answer.status, 200, "{}", answer.text());
+                answer.header("x-cache").unwrap_or_default().to_owned()
+            }
+        };
+        // Without proxy keys the clients' own credentials tell tenants apart.
+        let (a, b) = if proxy_keys.is_some() {
+            (PROXY_KEY, "proxy-key-other-tenant-5772")
+        } else {
+            ("sk-ant-client-a-1111", "sk-ant-client-b-2222")
+        };
+        assert_eq!(ask(a).await, "MISS");
+        assert_eq!(
+            ask(a).await,
+            "HIT",
+            "the same tenant is served from the cache"
+        );
+        assert_eq!(
+            ask(b).await,
+            "MISS",
+            "another tenant never gets tenant a's answer"
+        );
+        assert_eq!(ask(b).await, "HIT");
+        assert_eq!(mock.calls(), before + 2);
+        proxy.stop().await;
+    }
 }
