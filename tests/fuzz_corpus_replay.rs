@@ -3,7 +3,6 @@
 //! input the fuzzer found interesting without nightly features or cargo-fuzz. A panic in any
 //! input fails the test and names the file.
 
-#[allow(clippy::all)] // Shared with the fuzz crate, which has its own lint settings.
 #[path = "../fuzz/fuzz_targets/common.rs"]
 mod common;
 

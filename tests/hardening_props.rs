@@ -5,7 +5,6 @@
 //! translator yields valid Anthropic SSE with exactly one terminal event; and every upstream
 //! status maps to an Anthropic error of the right shape.
 
-#[allow(clippy::all)] // Shared with the fuzz crate, which has its own lint settings.
 #[path = "../fuzz/fuzz_targets/common.rs"]
 mod fuzz_targets;
 

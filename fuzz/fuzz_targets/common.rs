@@ -20,8 +20,11 @@ use tower_llm_bridge::translate::{
     MaxTokensCaps, ModelMap, ReasoningModels, TranslateOptions, translate_request,
 };
 
+/// A fuzz target's body: takes the raw input, panics on a broken invariant.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for the replay test: `(name, body)`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("request", request),
     ("stream", stream),
     ("response", response),

@@ -343,3 +343,60 @@ fn error_response<B>(err: ApiError) -> Response<TranslateBody<B>> {
     let res: Response<Bytes> = err.into_anthropic_response();
     res.map(TranslateBody::full)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    fn frames(parts: &[&'static [u8]]) -> impl Body<Data = Bytes, Error = std::io::Error> {
+        let frames: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> = parts
+            .iter()
+            .map(|part| Ok(http_body::Frame::data(Bytes::from_static(part))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn upstream_bodies_are_read_whole_in_any_framing() {
+        let idle = Some(Duration::from_secs(5));
+        for parts in [
+            &[][..],
+            &[&b""[..]][..],
+            &[&b"{\"a\":1}"[..]][..],
+            &[&b"{\"a\""[..], b"", b":1", b"}"][..],
+            &[&b""[..], b"{\"a\":1}", b""][..],
+        ] {
+            let whole: Vec<u8> = parts.concat();
+            for timeout in [idle, None] {
+                let got = read_upstream_body(frames(parts), 7, timeout)
+                    .await
+                    .expect("fits");
+                assert_eq!(&got[..], &whole[..], "{parts:?}");
+            }
+        }
+        let err = read_upstream_body(frames(&[b"{\"a\"", b":12}"]), 7, idle)
+            .await
+            .expect_err("over the limit");
+        assert_eq!(err.status(), 502);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_upstream_body_times_out_once_idle() {
+        let stalled = StreamBody::new(futures_util::StreamExt::chain(
+            futures_util::stream::iter([Ok::<_, std::io::Error>(http_body::Frame::data(
+                Bytes::from_static(b"{"),
+            ))]),
+            futures_util::stream::pending(),
+        ));
+        let started = tokio::time::Instant::now();
+        let err = read_upstream_body(stalled, 1024, Some(Duration::from_secs(30)))
+            .await
+            .expect_err("stalled");
+        assert_eq!(
+            (err.status().as_u16(), err.error_type()),
+            (504, "timeout_error")
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
+}
