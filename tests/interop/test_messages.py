@@ -1,0 +1,346 @@
+"""Non-streaming /v1/messages through the official SDK: what the SDK returns and what the
+OpenAI upstream received."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from anthropic.types import Message, TextBlock, ToolUseBlock
+
+from helpers import (
+    CLIENT_KEY,
+    UPSTREAM_KEY,
+    BIG,
+    HAIKU,
+    OPUS,
+    PNG_B64,
+    SMALL,
+    SONNET,
+    TIME_TOOL,
+    WEATHER_TOOL,
+    assert_no_anthropic_fields,
+    is_compact_json,
+    openai_tool,
+)
+from mock_upstream import completion, tool_call
+
+
+@pytest.mark.parametrize(
+    ("client_model", "upstream_model"),
+    [(SONNET, BIG), (OPUS, BIG), (HAIKU, SMALL)],
+)
+def test_plain_text(client, mock, nonce, client_model, upstream_model):
+    mock.script(completion("Hello there!", prompt_tokens=120, completion_tokens=9, cached_tokens=20))
+
+    msg = client.messages.create(
+        model=client_model,
+        max_tokens=256,
+        messages=[{"role": "user", "content": f"Say hello ({nonce})"}],
+    )
+
+    assert isinstance(msg, Message)
+    assert msg.id.startswith("msg_")
+    assert msg.type == "message" and msg.role == "assistant"
+    assert msg.model == client_model  # the client's name is echoed, not the upstream's
+    assert len(msg.content) == 1 and isinstance(msg.content[0], TextBlock)
+    assert msg.content[0].text == "Hello there!"
+    assert msg.stop_reason == "end_turn" and msg.stop_sequence is None
+    # SPEC §20: cached tokens are not counted twice
+    assert msg.usage.input_tokens == 100
+    assert msg.usage.cache_read_input_tokens == 20
+    assert msg.usage.output_tokens == 9
+
+    up = mock.only_call()
+    assert (up.method, up.path) == ("POST", "/v1/chat/completions")
+    assert up.header("authorization") == f"Bearer {UPSTREAM_KEY}"
+    assert up.header("content-type").startswith("application/json")
+    # the client's Anthropic key never travels to the OpenAI backend
+    assert "x-api-key" not in up.headers
+    assert all(CLIENT_KEY not in v for v in up.headers.values())
+    assert up.json["model"] == upstream_model
+    assert up.json["messages"] == [{"role": "user", "content": f"Say hello ({nonce})"}]
+    assert up.json["max_tokens"] == 256
+    assert not up.json.get("stream")
+    assert_no_anthropic_fields(up.json)
+
+
+def test_system_string(client, mock, nonce):
+    mock.script(completion("ok"))
+    client.messages.create(
+        model=SONNET,
+        max_tokens=64,
+        system=f"You are terse. {nonce}",
+        messages=[{"role": "user", "content": "Hi"}],
+    )
+    up = mock.only_call().json
+    assert up["messages"] == [
+        {"role": "system", "content": f"You are terse. {nonce}"},
+        {"role": "user", "content": "Hi"},
+    ]
+    assert_no_anthropic_fields(up)
+
+
+def test_system_blocks(client, mock, nonce):
+    mock.script(completion("ok"))
+    msg = client.messages.create(
+        model=SONNET,
+        max_tokens=64,
+        system=[
+            {"type": "text", "text": f"You are a helpful assistant. {nonce}"},
+            {"type": "text", "text": "Answer in French.", "cache_control": {"type": "ephemeral"}},
+        ],
+        messages=[{"role": "user", "content": "Hi"}],
+    )
+    assert msg.content[0].text == "ok"
+    up = mock.only_call()
+    assert up.json["messages"] == [
+        {"role": "system", "content": f"You are a helpful assistant. {nonce}\nAnswer in French."},
+        {"role": "user", "content": "Hi"},
+    ]
+    assert b"cache_control" not in up.raw
+    assert_no_anthropic_fields(up.json)
+
+
+def test_multi_turn(client, mock, nonce):
+    mock.script(completion("Paris has about 2.1 million inhabitants."))
+    msg = client.messages.create(
+        model=SONNET,
+        max_tokens=128,
+        messages=[
+            {"role": "user", "content": f"What is the capital of France? {nonce}"},
+            {"role": "assistant", "content": "Paris."},
+            {"role": "user", "content": [{"type": "text", "text": "And Germany?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "Berlin."}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "How many people live in the first one?"},
+                    {"type": "text", "text": "Roughly."},
+                ],
+            },
+        ],
+    )
+    assert msg.content[0].text == "Paris has about 2.1 million inhabitants."
+    assert mock.only_call().json["messages"] == [
+        {"role": "user", "content": f"What is the capital of France? {nonce}"},
+        {"role": "assistant", "content": "Paris."},
+        {"role": "user", "content": "And Germany?"},  # one text block -> plain string
+        {"role": "assistant", "content": "Berlin."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "How many people live in the first one?"},
+                {"type": "text", "text": "Roughly."},
+            ],
+        },
+    ]
+
+
+@pytest.mark.parametrize(
+    ("vllm_stop_reason", "stop_reason", "stop_sequence"),
+    [("END", "stop_sequence", "END"), (None, "end_turn", None)],
+    ids=["matched", "eos"],
+)
+def test_stop_sequences(client, mock, nonce, vllm_stop_reason, stop_reason, stop_sequence):
+    # vLLM reports which stop string matched in choices[].stop_reason (null on EOS).
+    mock.script(completion("1, 2, 3", finish_reason="stop", choice_extra={"stop_reason": vllm_stop_reason}))
+    msg = client.messages.create(
+        model=SONNET,
+        max_tokens=64,
+        stop_sequences=["###", "END"],
+        messages=[{"role": "user", "content": f"Count to three, then say END. {nonce}"}],
+    )
+    assert msg.stop_reason == stop_reason
+    assert msg.stop_sequence == stop_sequence
+    assert msg.content[0].text == "1, 2, 3"
+    up = mock.only_call().json
+    assert up["stop"] == ["###", "END"]
+    assert_no_anthropic_fields(up)
+
+
+def test_max_tokens_reached(client, mock, nonce):
+    mock.script(completion("Once upon a time there", finish_reason="length", completion_tokens=5))
+    msg = client.messages.create(
+        model=SONNET,
+        max_tokens=5,
+        messages=[{"role": "user", "content": f"Tell me a long story. {nonce}"}],
+    )
+    assert msg.stop_reason == "max_tokens"
+    assert msg.stop_sequence is None
+    assert msg.usage.output_tokens == 5
+    up = mock.only_call().json
+    assert up["max_tokens"] == 5
+    assert "max_completion_tokens" not in up
+
+
+def test_claude_code_sized_max_tokens_is_clamped_not_rejected(client, mock, nonce):
+    # Claude Code sends max_tokens up to 128000; gpt-4o rejects more than 16384 (the proxy's
+    # default cap for it), so the proxy clamps instead of passing a request that would 400.
+    mock.script(completion("ok"))
+    client.messages.create(
+        model=SONNET,
+        max_tokens=128000,
+        messages=[{"role": "user", "content": f"Hi {nonce}"}],
+    )
+    assert mock.only_call().json["max_tokens"] == 16384
+
+
+TOOL_CHOICES = {
+    "auto": ({"type": "auto"}, "auto", None),
+    "any": ({"type": "any"}, "required", None),
+    "any-no-parallel": ({"type": "any", "disable_parallel_tool_use": True}, "required", False),
+    "tool": ({"type": "tool", "name": "get_time"}, {"type": "function", "function": {"name": "get_time"}}, None),
+    "none": ({"type": "none"}, "none", None),
+}
+
+
+@pytest.mark.parametrize("variant", list(TOOL_CHOICES))
+def test_tools_and_tool_choice(client, mock, nonce, variant):
+    anthropic_choice, openai_choice, parallel = TOOL_CHOICES[variant]
+    mock.script(completion("No tool needed."))
+    msg = client.messages.create(
+        model=SONNET,
+        max_tokens=128,
+        tools=[WEATHER_TOOL, TIME_TOOL],
+        tool_choice=anthropic_choice,
+        messages=[{"role": "user", "content": f"Weather and time in Paris? {nonce}"}],
+    )
+    assert msg.content[0].text == "No tool needed."
+    up = mock.only_call().json
+    assert up["tools"] == [openai_tool(WEATHER_TOOL), openai_tool(TIME_TOOL)]  # schemas untouched
+    assert up["tool_choice"] == openai_choice
+    if parallel is None:
+        assert "parallel_tool_calls" not in up
+    else:
+        assert up["parallel_tool_calls"] is parallel
+
+
+def test_tool_use_reply(client, mock, nonce):
+    weather_args = {"city": "Paris", "unit": "celsius"}
+    time_args = {"tz": "Europe/Paris"}
+    mock.script(
+        completion(
+            "Let me check both.",
+            tool_calls=[
+                tool_call("call_weather_1", "get_weather", json.dumps(weather_args)),
+                tool_call("call_time_2", "get_time", json.dumps(time_args)),
+            ],
+            finish_reason="tool_calls",
+            completion_tokens=31,
+        )
+    )
+    msg = client.messages.create(
+        model=SONNET,
+        max_tokens=256,
+        tools=[WEATHER_TOOL, TIME_TOOL],
+        messages=[{"role": "user", "content": f"Weather and time in Paris? {nonce}"}],
+    )
+    assert msg.stop_reason == "tool_use"
+    assert [b.type for b in msg.content] == ["text", "tool_use", "tool_use"]
+    assert msg.content[0].text == "Let me check both."
+    w, t = msg.content[1], msg.content[2]
+    assert isinstance(w, ToolUseBlock) and isinstance(t, ToolUseBlock)
+    assert (w.id, w.name, w.input) == ("call_weather_1", "get_weather", weather_args)
+    assert (t.id, t.name, t.input) == ("call_time_2", "get_time", time_args)
+    assert isinstance(w.input, dict)
+    assert msg.usage.output_tokens == 31
+
+
+def test_tool_use_reply_without_text(client, mock, nonce):
+    # OpenAI sends content: null alongside tool_calls; that must not become an empty text block.
+    mock.script(
+        completion(None, tool_calls=[tool_call("call_x", "get_weather", '{"city":"Oslo"}')], finish_reason="tool_calls")
+    )
+    msg = client.messages.create(
+        model=SONNET,
+        max_tokens=256,
+        tools=[WEATHER_TOOL],
+        messages=[{"role": "user", "content": f"Weather in Oslo? {nonce}"}],
+    )
+    assert [b.type for b in msg.content] == ["tool_use"]
+    assert msg.content[0].input == {"city": "Oslo"}
+
+
+TOOL_RESULTS = {
+    "string": ({"content": "18°C and sunny"}, "18°C and sunny"),
+    "blocks": (
+        {"content": [{"type": "text", "text": "18°C"}, {"type": "text", "text": "sunny"}]},
+        [{"type": "text", "text": "18°C"}, {"type": "text", "text": "sunny"}],
+    ),
+    "is_error": ({"content": "unknown city", "is_error": True}, "Error: unknown city"),
+}
+
+
+@pytest.mark.parametrize("variant", list(TOOL_RESULTS))
+def test_tool_result_turn(client, mock, nonce, variant):
+    result_fields, upstream_content = TOOL_RESULTS[variant]
+    tool_input = {"city": "Paris", "unit": "celsius"}
+    mock.script(completion("It is 18°C and sunny in Paris."))
+    msg = client.messages.create(
+        model=SONNET,
+        max_tokens=256,
+        tools=[WEATHER_TOOL],
+        messages=[
+            {"role": "user", "content": f"Weather in Paris? {nonce}"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_01A", "name": "get_weather", "input": tool_input}],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {"type": "tool_result", "tool_use_id": "toolu_01A", **result_fields},
+                    {"type": "text", "text": "And tomorrow?"},
+                ],
+            },
+        ],
+    )
+    assert msg.content[0].text == "It is 18°C and sunny in Paris."
+    messages = mock.only_call().json["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "user"]
+    assistant = messages[1]
+    assert "content" not in assistant, "an assistant turn with only tool_use has no content field"
+    assert len(assistant["tool_calls"]) == 1
+    call = assistant["tool_calls"][0]
+    assert (call["id"], call["type"], call["function"]["name"]) == ("toolu_01A", "function", "get_weather")
+    assert json.loads(call["function"]["arguments"]) == tool_input
+    assert is_compact_json(call["function"]["arguments"])
+    assert messages[2] == {"role": "tool", "tool_call_id": "toolu_01A", "content": upstream_content}
+    assert messages[3] == {"role": "user", "content": "And tomorrow?"}  # after the tool message
+
+
+IMAGES = {
+    "base64": (
+        {"type": "base64", "media_type": "image/png", "data": PNG_B64},
+        f"data:image/png;base64,{PNG_B64}",
+    ),
+    "url": (
+        {"type": "url", "url": "https://images.example.com/cat.png?size=large&v=2"},
+        "https://images.example.com/cat.png?size=large&v=2",
+    ),
+}
+
+
+@pytest.mark.parametrize("variant", list(IMAGES))
+def test_image(client, mock, nonce, variant):
+    source, url = IMAGES[variant]
+    mock.script(completion("A cat."))
+    msg = client.messages.create(
+        model=SONNET,
+        max_tokens=64,
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "image", "source": source}, {"type": "text", "text": f"What is this? {nonce}"}],
+            }
+        ],
+    )
+    assert msg.content[0].text == "A cat."
+    content = mock.only_call().json["messages"][0]["content"]
+    assert isinstance(content, list) and len(content) == 2
+    image, text = content
+    assert image["type"] == "image_url"
+    assert image["image_url"]["url"] == url
+    assert set(image["image_url"]) <= {"url", "detail"}
+    assert text == {"type": "text", "text": f"What is this? {nonce}"}
