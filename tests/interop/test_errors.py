@@ -80,6 +80,7 @@ def _check_error(exc: anthropic.APIStatusError, case: str) -> None:
     body = exc.body
     assert isinstance(body, dict) and body.get("type") == "error", body
     assert body["error"]["type"] == err_type
+    assert exc.type == err_type  # as the SDK itself reads it
     assert message in body["error"]["message"], "the upstream's message is kept"
     assert exc.response.headers.get("content-type", "").startswith("application/json")
     assert exc.request_id, "Anthropic errors carry a request-id header"
