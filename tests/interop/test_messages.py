@@ -344,3 +344,40 @@ def test_image(client, mock, nonce, variant):
     assert image["image_url"]["url"] == url
     assert set(image["image_url"]) <= {"url", "detail"}
     assert text == {"type": "text", "text": f"What is this? {nonce}"}
+
+
+def test_claude_code_style_beta_request(client, mock, nonce):
+    # What Claude Code sends (SPEC §16a): the beta endpoint (?beta=true, anthropic-beta
+    # header), adaptive thinking, output_config, context_management, cache_control on system,
+    # tools and messages. None of it may cause a 400, and none of it is forwarded as is.
+    mock.script(completion("Done."))
+    msg = client.beta.messages.create(
+        model=SONNET,
+        max_tokens=32000,
+        betas=["interleaved-thinking-2025-05-14", "context-management-2025-06-27"],
+        system=[{"type": "text", "text": f"You are Claude Code. {nonce}", "cache_control": {"type": "ephemeral"}}],
+        tools=[dict(WEATHER_TOOL, cache_control={"type": "ephemeral"})],
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Fix the bug.", "cache_control": {"type": "ephemeral"}}],
+            }
+        ],
+        extra_query={"beta": "true"},
+        extra_body={
+            "thinking": {"type": "adaptive"},
+            "output_config": {"effort": "medium"},
+            "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]},
+        },
+    )
+    assert msg.content[0].text == "Done."
+    up = mock.only_call()
+    assert up.path == "/v1/chat/completions"
+    assert b"cache_control" not in up.raw
+    for field in ("context_management", "output_config", "thinking", "betas"):
+        assert field not in up.json
+    assert up.json["messages"] == [
+        {"role": "system", "content": f"You are Claude Code. {nonce}"},
+        {"role": "user", "content": "Fix the bug."},
+    ]
+    assert up.json["tools"] == [openai_tool(WEATHER_TOOL)]
