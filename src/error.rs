@@ -130,7 +130,6 @@ impl ApiError {
     /// ```
     pub fn from_upstream_status(status: StatusCode, message: impl Into<String>) -> Self {
         let (status, error_type) = match status.as_u16() {
-            400 => (status, "invalid_request_error"),
             401 => (status, "authentication_error"),
             402 => (status, "billing_error"),
             403 => (status, "permission_error"),
@@ -139,6 +138,7 @@ impl ApiError {
             429 => (status, "rate_limit_error"),
             503 | OVERLOADED => (overloaded_status(), "overloaded_error"),
             504 => (status, "timeout_error"),
+            // 400 and every other client error keep their status.
             400..=499 => (status, "invalid_request_error"),
             _ => (
                 if status.is_server_error() {

@@ -399,11 +399,11 @@ async fn other_routes_pass_through_untouched() {
     let (status, _, body) = upstream.send(layer(), request).await;
     assert_eq!(status, 200);
     assert_eq!(body, json!({"object": "list", "data": []}));
-    let seen = upstream.seen.lock().expect("lock");
-    assert_eq!(seen[0].body, json!({"model": "gpt-4o", "messages": []}));
-    assert_eq!(seen[0].headers["authorization"], "Bearer keep-me");
-
-    drop(seen);
+    {
+        let seen = upstream.seen.lock().expect("lock");
+        assert_eq!(seen[0].body, json!({"model": "gpt-4o", "messages": []}));
+        assert_eq!(seen[0].headers["authorization"], "Bearer keep-me");
+    }
     let get = Request::get("/v1/messages")
         .body(Full::new(Bytes::new()))
         .expect("request");

@@ -4,6 +4,14 @@
 //! [`CacheNamespace`], [`CacheScope`], [`parse_cache_ttl`], [`MAX_TTL_SECS`], [`CacheEntry`],
 //! [`CacheBackend`], [`CacheConfig`].
 
+#[cfg(feature = "redis")]
+mod redis;
+mod tiered;
+
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisCache, RedisCacheError, RedisCacheOptions};
+pub use self::tiered::TieredCache;
+
 use std::future::Future;
 use std::time::Instant;
 

@@ -81,17 +81,17 @@ impl ModelMap {
         };
         // Exact names win over substring rules, whatever the order they were added in.
         for rule in &self.rules {
-            if let ModelRule::Exact(name, target) = rule {
-                if name == client_model {
-                    return target;
-                }
+            if let ModelRule::Exact(name, target) = rule
+                && name == client_model
+            {
+                return target;
             }
         }
         for rule in &self.rules {
-            if let ModelRule::Contains(pattern, target) = rule {
-                if lowered.contains(pattern.as_str()) {
-                    return target;
-                }
+            if let ModelRule::Contains(pattern, target) = rule
+                && lowered.contains(pattern.as_str())
+            {
+                return target;
             }
         }
         self.default_model.as_deref().unwrap_or(client_model)

@@ -89,6 +89,7 @@ pub mod models;
 pub mod request;
 pub mod response;
 mod service;
+pub mod tokens;
 
 pub use body::TranslateBody;
 pub use config::{MaxTokensCaps, ModelMap, ReasoningModels, TranslateOptions};

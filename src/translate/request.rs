@@ -228,10 +228,10 @@ enum Content<'a> {
 impl<'a> Content<'a> {
     /// One text part collapses to a plain string (SPEC §1.2).
     fn from_parts(mut parts: Vec<Part<'a>>) -> Self {
-        if let [Part::Text { .. }] = parts.as_slice() {
-            if let Some(Part::Text { text }) = parts.pop() {
-                return Content::Text(text);
-            }
+        if let [Part::Text { .. }] = parts.as_slice()
+            && let Some(Part::Text { text }) = parts.pop()
+        {
+            return Content::Text(text);
         }
         Content::Parts(parts)
     }
@@ -685,11 +685,11 @@ impl<'a> MessageConverter<'_, 'a> {
         };
         let content_path = path.field("content");
         let content = match fields.get("content") {
-            None | Some(Value::Null) => return Err(invalid(&content_path, "field required")),
+            None | Some(Value::Null) => return Err(invalid(content_path, "field required")),
             Some(content @ (Value::String(_) | Value::Array(_))) => content,
             Some(_) => {
                 return Err(invalid(
-                    &content_path,
+                    content_path,
                     "must be a string or an array of content blocks",
                 ));
             }
@@ -822,7 +822,7 @@ impl<'a> MessageConverter<'_, 'a> {
             }
             Some(_) => {
                 return Err(invalid(
-                    &content_path,
+                    content_path,
                     "must be a string or an array of content blocks",
                 ));
             }
@@ -871,10 +871,10 @@ impl<'a> MessageConverter<'_, 'a> {
                 "text" => texts.push(text_field(block, &path)?),
                 "tool_use" => tool_calls.push(tool_use(block, &path)?),
                 "thinking" => {
-                    if self.forward_thinking {
-                        if let Some(Value::String(text)) = block.get("thinking") {
-                            reasoning.push(text);
-                        }
+                    if self.forward_thinking
+                        && let Some(Value::String(text)) = block.get("thinking")
+                    {
+                        reasoning.push(text);
                     }
                 }
                 "redacted_thinking" => {}
@@ -929,8 +929,8 @@ fn image<'a>(block: &'a Map<String, Value>, path: &Path<'_>) -> Result<Option<Pa
     let source_path = path.field("source");
     let source = match block.get("source") {
         Some(Value::Object(source)) => source,
-        None | Some(Value::Null) => return Err(invalid(&source_path, "field required")),
-        Some(_) => return Err(invalid(&source_path, "must be an object")),
+        None | Some(Value::Null) => return Err(invalid(source_path, "field required")),
+        Some(_) => return Err(invalid(source_path, "must be an object")),
     };
     let string = |name: &'static str| match source.get(name) {
         Some(Value::String(value)) => Ok(value.as_str()),

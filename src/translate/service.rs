@@ -253,10 +253,10 @@ fn finish_headers(headers: &mut HeaderMap, degraded: &Degradations) {
     if let Ok(id) = HeaderValue::from_str(&new_id("req_")) {
         headers.insert("request-id", id);
     }
-    if !degraded.is_empty() {
-        if let Ok(value) = HeaderValue::from_str(&degraded.to_header_value()) {
-            headers.insert(DEGRADED_HEADER, value);
-        }
+    if !degraded.is_empty()
+        && let Ok(value) = HeaderValue::from_str(&degraded.to_header_value())
+    {
+        headers.insert(DEGRADED_HEADER, value);
     }
 }
 
