@@ -52,6 +52,9 @@ use tower_llm_bridge::BoxError;
 use tower_llm_bridge::error::ApiError;
 use tower_llm_bridge::parsed::collect_limited;
 use tower_llm_bridge::translate::tokens::estimate_input_tokens;
+use tower_llm_bridge::translate::{
+    AnthropicToOpenAiLayer, MaxTokensCaps, ModelMap, ReasoningModels,
+};
 use tracing::{Span, info, warn};
 
 fn main() -> ExitCode {
@@ -266,14 +269,30 @@ type LlmService = BoxCloneService<Request<Full<Bytes>>, Response<ProxyBody>, Inf
 /// The response body of every route.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
-#[allow(unused_variables)] // `config` is for the cache and translation layers at `LAYERS:`.
 fn llm_stack(config: &Config, upstream: Upstream) -> LlmService {
+    let translate = AnthropicToOpenAiLayer::new()
+        .model_map(config.model_map.clone())
+        .reasoning_models(ReasoningModels::new(
+            config.reasoning_models.iter().cloned(),
+        ))
+        .max_tokens_caps(
+            config
+                .max_tokens_caps
+                .iter()
+                .fold(MaxTokensCaps::new(), |caps, (prefix, cap)| {
+                    caps.cap(prefix.as_str(), *cap)
+                }),
+        )
+        .body_limit(config.body_limit)
+        .stream_idle_timeout(config.upstream_timeout);
     let stack = ServiceBuilder::new()
         // Routes answer with one body type; boxing here, once, keeps the layers' own body
         // types out of the router.
         .map_response(box_response)
         // LAYERS: the response cache (outermost, so the key is the client's own request and
         // a hit skips translation), then the Anthropic → OpenAI translation.
+        // Anthropic Messages in, OpenAI Chat Completions out; other routes pass through.
+        .layer(translate)
         .service(upstream);
     BoxCloneService::new(stack)
 }
@@ -1017,7 +1036,7 @@ pub struct Config {
     pub explicit_model_map: Vec<(String, String)>,
     /// Every mapping rule in order (`MODEL_MAP`, then the defaults): the first rule whose
     /// pattern is a substring of the client's model wins; a name no rule matches is sent as is.
-    pub model_map: Vec<(String, String)>,
+    pub model_map: ModelMap,
     /// Prefixes of upstream models that take `max_completion_tokens` and `developer` messages.
     pub reasoning_models: Vec<String>,
     /// Caps on `max_tokens` by upstream model name prefix (the longest matching prefix wins).
@@ -1042,11 +1061,7 @@ impl Config {
     /// The upstream model for a client's model name (see [`Config::model_map`]; patterns
     /// match ignoring ASCII case, as the translation layer's `ModelMap::contains` does).
     pub fn map_model<'a>(&'a self, client_model: &'a str) -> &'a str {
-        let lowered = client_model.to_ascii_lowercase();
-        self.model_map
-            .iter()
-            .find(|(pattern, _)| lowered.contains(&pattern.to_ascii_lowercase()))
-            .map_or(client_model, |(_, target)| target.as_str())
+        self.model_map.map(client_model)
     }
 }
 
@@ -1362,13 +1377,12 @@ impl Config {
                 pairs(value, model_name).map_err(|why| bad(source, value, &why))?
             }
         };
-        let mut model_map = explicit_model_map.clone();
-        model_map.extend([
-            ("haiku".to_owned(), small_model.clone()),
-            ("sonnet".to_owned(), big_model.clone()),
-            ("opus".to_owned(), big_model.clone()),
-            ("claude".to_owned(), big_model.clone()),
-        ]);
+        let model_map = explicit_model_map
+            .iter()
+            .fold(ModelMap::new(), |map, (pattern, target)| {
+                map.contains(pattern.as_str(), target.as_str())
+            })
+            .claude_defaults(big_model.as_str(), small_model.as_str());
         let reasoning_models = raw.parse("REASONING_MODELS", |v| Ok(list(v)))?;
         let max_tokens_caps = match raw.get("MAX_TOKENS_CAPS") {
             None => Vec::new(),

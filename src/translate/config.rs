@@ -39,9 +39,22 @@ impl ModelMap {
     /// The usual mapping for Claude clients: names containing `haiku` go to `small`, names
     /// containing `sonnet` or `opus` and any other `claude…` name go to `big`.
     pub fn big_small(big: impl Into<String>, small: impl Into<String>) -> Self {
+        Self::new().claude_defaults(big, small)
+    }
+
+    /// Appends the rules of [`ModelMap::big_small`] after the rules added so far, so that
+    /// explicit rules take precedence.
+    ///
+    /// ```
+    /// # use tower_llm_bridge::translate::ModelMap;
+    /// let map = ModelMap::new().contains("opus", "o3").claude_defaults("gpt-4o", "gpt-4o-mini");
+    /// assert_eq!(map.map("claude-opus-4-1"), "o3");
+    /// assert_eq!(map.map("claude-sonnet-4-5"), "gpt-4o");
+    /// ```
+    #[must_use]
+    pub fn claude_defaults(self, big: impl Into<String>, small: impl Into<String>) -> Self {
         let big = big.into();
-        Self::new()
-            .contains("haiku", small)
+        self.contains("haiku", small)
             .contains("sonnet", big.clone())
             .contains("opus", big.clone())
             .contains("claude", big)

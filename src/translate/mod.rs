@@ -89,6 +89,7 @@ pub mod models;
 pub mod request;
 pub mod response;
 mod service;
+pub mod stream;
 pub mod tokens;
 
 pub use body::TranslateBody;
@@ -99,3 +100,4 @@ pub use layer::{
 };
 pub use request::{Degradations, TranslatedRequest, translate_request};
 pub use service::{AnthropicToOpenAi, DEGRADED_HEADER};
+pub use stream::{StreamConfig, StreamStatus, StreamTranslator};

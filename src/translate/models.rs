@@ -181,6 +181,8 @@ pub struct ChatCompletionChunk {
     pub choices: Vec<ChunkChoice>,
     /// Usage: on the last chunk with `stream_options.include_usage`, `null` before.
     pub usage: Option<Usage>,
+    /// An error some servers send mid-stream as `data: {"error": {...}}`.
+    pub error: Option<Value>,
 }
 
 /// One choice of a chunk.

@@ -13,6 +13,7 @@ use super::future::ResponseFuture;
 use super::layer::Config;
 use super::request::{Degradations, TranslatedRequest, translate_request};
 use super::response::{ResponseContext, translate_error, translate_response};
+use super::stream::{StreamConfig, StreamTranslator};
 use crate::BoxError;
 use crate::error::ApiError;
 use crate::ids::new_id;
@@ -163,10 +164,19 @@ where
     }
 
     if stream {
-        let _ = (stop_sequences, config.stream_idle_timeout);
-        return Ok(error_response(ApiError::bad_gateway(
-            "interim: streaming lands with the stream branch",
-        )));
+        let mut stream_config = StreamConfig::new(client_model);
+        stream_config.stop_sequences = stop_sequences;
+        let translator = StreamTranslator::new(stream_config);
+        let body = TranslateBody::stream(res_body, translator, config.stream_idle_timeout);
+        let mut res = Response::new(body);
+        let headers = res.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        finish_headers(headers, &degraded);
+        return Ok(res);
     }
 
     let bytes = match collect_limited(res_body, config.response_limit).await {
