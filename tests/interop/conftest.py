@@ -21,7 +21,7 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from helpers import CLIENT_KEY, UPSTREAM_KEY
+from helpers import CLIENT_KEY, REASONER, REASONER_UPSTREAM, UPSTREAM_KEY
 from mock_upstream import MockUpstream
 
 try:  # the SDK's own HTTP client; newer SDKs ship it as `httpx2`
@@ -79,7 +79,7 @@ class Proxy:
                 self.proc.wait(timeout=5)
 
 
-def _start_proxy(binary: Path, upstream: MockUpstream, log: Path) -> Proxy:
+def _start_proxy(binary: Path, upstream: MockUpstream, log: Path, **overrides: str) -> Proxy:
     base_env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
     last_error = "not started"
     for _attempt in range(3):  # the port we picked may be taken between picking and binding
@@ -93,8 +93,11 @@ def _start_proxy(binary: Path, upstream: MockUpstream, log: Path) -> Proxy:
             UPSTREAM_TIMEOUT_SECS="10",
             CACHE_ENABLED="true",
             CACHE_TTL_SECS="300",
+            # one extra rule, tried before the defaults: a reasoning model upstream
+            MODEL_MAP=f"{REASONER}={REASONER_UPSTREAM}",
             LOG_LEVEL="info",
         )
+        env.update(overrides)
         logf = open(log, "ab")
         proc = subprocess.Popen(
             [str(binary)],
@@ -149,6 +152,22 @@ def proxy(upstream):
 
 
 @pytest.fixture
+def start_proxy(upstream, proxy):
+    """Starts another proxy with some settings changed (e.g. a short UPSTREAM_TIMEOUT_SECS);
+    every proxy started here is stopped when the test ends."""
+    started: list[Proxy] = []
+
+    def start(**overrides: str) -> Proxy:
+        p = _start_proxy(_proxy_binary(), upstream, proxy.log, **overrides)
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
 def mock(upstream, proxy):
     """The upstream, emptied for this test (script and records)."""
     upstream.reset()
@@ -193,7 +212,10 @@ def pytest_report_header(config):
             versions.append(f"{dist} {md.version(dist)}")
         except md.PackageNotFoundError:
             pass
-    return [f"interop: python {sys.version.split()[0]}, " + ", ".join(versions), f"interop: proxy binary {_proxy_binary()}"]
+    return [
+        f"interop: python {sys.version.split()[0]}, " + ", ".join(versions),
+        f"interop: proxy binary {_proxy_binary()}",
+    ]
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

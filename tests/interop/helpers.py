@@ -13,13 +13,13 @@ UPSTREAM_KEY = "sk-interop-upstream-key"  # what the proxy must send the upstrea
 SONNET = "claude-sonnet-4-6"
 HAIKU = "claude-haiku-4-5"
 OPUS = "claude-opus-4-7"
+REASONER = "reasoner"  # MODEL_MAP rule: client models containing this go to REASONER_UPSTREAM
+REASONER_UPSTREAM = "o3-mini"
 BIG = "gpt-4o"  # the proxy's default BIG_MODEL
 SMALL = "gpt-4o-mini"  # the proxy's default SMALL_MODEL
 
 # A 1x1 transparent PNG.
-PNG_B64 = (
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
-)
+PNG_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 
 WEATHER_TOOL = {
     "name": "get_weather",

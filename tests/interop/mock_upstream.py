@@ -41,6 +41,8 @@ class Received:
     headers: dict[str, str]
     raw: bytes
     json: Any = None
+    # Set when writing the answer failed because the proxy closed the connection.
+    disconnected: threading.Event = field(default_factory=threading.Event)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -58,19 +60,24 @@ class Json:
     body: Any
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # seconds before the response head is sent
 
 
 @dataclass
 class Sse:
     """A `text/event-stream` answer: each item becomes one `data:` event (dicts as JSON, str as
     is). `delay` seconds pass before each event; `done` appends `data: [DONE]`; `cut_after=N`
-    closes the socket abruptly after N events (no [DONE], no terminating chunk)."""
+    closes the socket abruptly after N events (no [DONE], no terminating chunk); `split=N`
+    writes every event in N-byte HTTP chunks with a flush between them (so lines and UTF-8
+    characters arrive in pieces); `crlf` ends lines with CRLF instead of LF."""
 
     events: list[Any]
     done: bool = True
     delay: float = 0.0
     cut_after: int | None = None
     status: int = 200
+    split: int | None = None
+    crlf: bool = False
 
 
 Answer = Union[Json, Sse]
@@ -122,6 +129,8 @@ def completion(
     completion_tokens: int = 7,
     cached_tokens: int = 0,
     choice_extra: dict | None = None,
+    message_extra: dict | None = None,
+    delay: float = 0.0,
 ) -> Callable[[Received], Json]:
     """A `chat.completion` object (as a responder, so it can echo the requested model)."""
 
@@ -134,6 +143,7 @@ def completion(
         }
         if tool_calls is not None:
             message["tool_calls"] = tool_calls
+        message.update(message_extra or {})
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
         choice.update(choice_extra or {})
         return Json(
@@ -146,7 +156,8 @@ def completion(
                 "usage": usage_obj(prompt_tokens, completion_tokens, cached_tokens),
                 "service_tier": "default",
                 "system_fingerprint": FINGERPRINT,
-            }
+            },
+            delay=delay,
         )
 
     return respond
@@ -169,6 +180,8 @@ def chat_stream(
     done: bool = True,
     delay: float = 0.0,
     cut_after: int | None = None,
+    split: int | None = None,
+    crlf: bool = False,
 ) -> Callable[[Received], Sse]:
     """A `chat.completion.chunk` stream as OpenAI sends it: a role chunk (`first_delta`,
     by default `{"role": "assistant", "content": "", "refusal": null}`), one chunk per delta, a
@@ -208,7 +221,7 @@ def chat_stream(
         events.append(chunk([choice({}, finish_reason, finish_extra)]))
         if include_usage:
             events.append(chunk([], usage_obj(prompt_tokens, completion_tokens, cached_tokens)))
-        return Sse(events, done=done, delay=delay, cut_after=cut_after)
+        return Sse(events, done=done, delay=delay, cut_after=cut_after, split=split, crlf=crlf)
 
     return respond
 
@@ -268,14 +281,17 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send_sse(answer)
         except (BrokenPipeError, ConnectionResetError):
-            # The proxy went away (e.g. its client disconnected); nothing left to do.
+            # The proxy went away (e.g. its client disconnected): record it for the tests.
+            req.disconnected.set()
             self.close_connection = True
 
     do_GET = _handle
     do_POST = _handle
 
     def _send_json(self, answer: Json) -> None:
-        data = json.dumps(answer.body, separators=(",", ":")).encode()
+        if answer.delay:
+            time.sleep(answer.delay)
+        data = json.dumps(answer.body, separators=(",", ":"), ensure_ascii=False).encode()
         self.send_response(answer.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -296,7 +312,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.flush()
         # compact JSON, one event per HTTP chunk, as OpenAI sends them
-        payloads = [e if isinstance(e, str) else json.dumps(e, separators=(",", ":")) for e in answer.events]
+        payloads = [
+            e if isinstance(e, str) else json.dumps(e, separators=(",", ":"), ensure_ascii=False) for e in answer.events
+        ]
         if answer.done:
             payloads.append("[DONE]")
         for i, payload in enumerate(payloads):
@@ -305,7 +323,13 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if answer.delay:
                 time.sleep(answer.delay)
-            self._chunk(f"data: {payload}\n\n".encode())
+            eol = "\r\n" if answer.crlf else "\n"
+            event = f"data: {payload}{eol}{eol}".encode()
+            if answer.split:
+                for i in range(0, len(event), answer.split):
+                    self._chunk(event[i : i + answer.split])
+            else:
+                self._chunk(event)
         if answer.cut_after is not None:
             self._cut()
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from helpers import SONNET
 from mock_upstream import completion
 
@@ -45,3 +47,29 @@ def test_no_store_bypasses_the_cache(client, mock, nonce):
         assert r.headers.get("x-cache") == "BYPASS"
         assert r.parse().content[0].text == "4"
     assert len(mock.calls) == 2
+
+
+def test_concurrent_identical_requests_make_one_upstream_call(client, mock, nonce):
+    # SPEC §35 request coalescing: three SDK clients ask the same thing at once while the
+    # upstream takes 0.8 s; one upstream call answers all three.
+    mock.script(*[completion("4", delay=0.8) for _ in range(3)])
+    barrier = threading.Barrier(3, timeout=5)
+    results: list = [None] * 3
+
+    def ask(i):
+        barrier.wait()
+        try:
+            results[i] = _ask(client, nonce)
+        except Exception as e:  # surfaced by the assertions below
+            results[i] = e
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=15)
+    assert not any(t.is_alive() for t in threads)
+    for r in results:
+        assert not isinstance(r, Exception), r
+        assert r.parse().content[0].text == "4"
+    assert len(mock.calls) == 1, f"{len(mock.calls)} upstream calls for 3 identical concurrent requests"

@@ -4,12 +4,14 @@ proxy rejects itself never reach the upstream (SPEC §30)."""
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import anthropic
 import pytest
 
 from helpers import CLIENT_KEY, SONNET, overloaded_class
-from mock_upstream import openai_error
+from mock_upstream import completion, openai_error
 
 # upstream status, OpenAI error (message, type, code), extra headers,
 # expected SDK class, expected status, expected Anthropic error type
@@ -40,7 +42,11 @@ UPSTREAM_ERRORS = {
     ),
     "404": (
         404,
-        ("The model `gpt-4o` does not exist or you do not have access to it.", "invalid_request_error", "model_not_found"),
+        (
+            "The model `gpt-4o` does not exist or you do not have access to it.",
+            "invalid_request_error",
+            "model_not_found",
+        ),
         {},
         anthropic.NotFoundError,
         404,
@@ -48,7 +54,11 @@ UPSTREAM_ERRORS = {
     ),
     "429": (
         429,
-        ("Rate limit reached for gpt-4o on tokens per min (TPM). Please try again in 7s.", "tokens", "rate_limit_exceeded"),
+        (
+            "Rate limit reached for gpt-4o on tokens per min (TPM). Please try again in 7s.",
+            "tokens",
+            "rate_limit_exceeded",
+        ),
         {"retry-after": "7"},
         anthropic.RateLimitError,
         429,
@@ -157,4 +167,61 @@ def test_wrong_proxy_key_is_401_without_upstream_call(proxy, mock, nonce):
     bad.close()
     assert info.value.status_code == 401
     assert info.value.body["error"]["type"] == "authentication_error"
+    assert mock.calls == []
+
+
+def test_overloaded_is_retried_by_the_sdk(proxy, mock, nonce):
+    # The point of mapping 503 to 529 overloaded_error with retry-after passed through: the
+    # SDK's own retry logic works. It waits the 1 s the upstream asked for, then succeeds.
+    mock.script(
+        openai_error(503, "The engine is currently overloaded", "server_error", headers={"retry-after": "1"}),
+        completion("Recovered."),
+    )
+    retrying = anthropic.Anthropic(base_url=proxy.url, api_key=CLIENT_KEY, max_retries=1, timeout=10.0)
+    start = time.monotonic()
+    try:
+        msg = retrying.messages.create(
+            model=SONNET, max_tokens=16, messages=[{"role": "user", "content": f"Hi {nonce}"}]
+        )
+    finally:
+        retrying.close()
+    elapsed = time.monotonic() - start
+    assert msg.content[0].text == "Recovered."
+    assert len(mock.calls) == 2
+    assert mock.calls[0].json == mock.calls[1].json
+    assert elapsed >= 0.9, f"the SDK retried after {elapsed:.2f}s, so it did not see retry-after: 1"
+
+
+def test_upstream_timeout_is_504(start_proxy, mock, nonce):
+    slow = start_proxy(UPSTREAM_TIMEOUT_SECS="1")
+    mock.script(completion("too late", delay=4.0))
+    c = anthropic.Anthropic(base_url=slow.url, api_key=CLIENT_KEY, max_retries=0, timeout=10.0)
+    start = time.monotonic()
+    try:
+        with pytest.raises(anthropic.APIStatusError) as info:
+            c.messages.create(model=SONNET, max_tokens=16, messages=[{"role": "user", "content": f"Hi {nonce}"}])
+    finally:
+        c.close()
+    elapsed = time.monotonic() - start
+    assert info.value.status_code == 504
+    assert isinstance(info.value, anthropic.InternalServerError)
+    assert info.value.body["type"] == "error"
+    assert info.value.body["error"]["type"] in ("api_error", "timeout_error")
+    assert 0.9 <= elapsed < 3.5, f"answered after {elapsed:.2f}s with UPSTREAM_TIMEOUT_SECS=1"
+
+
+def test_unreachable_upstream_is_502(start_proxy, mock, nonce):
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    broken = start_proxy(OPENAI_BASE_URL=f"http://127.0.0.1:{dead_port}/v1")
+    c = anthropic.Anthropic(base_url=broken.url, api_key=CLIENT_KEY, max_retries=0, timeout=10.0)
+    try:
+        with pytest.raises(anthropic.InternalServerError) as info:
+            c.messages.create(model=SONNET, max_tokens=16, messages=[{"role": "user", "content": f"Hi {nonce}"}])
+    finally:
+        c.close()
+    assert info.value.status_code == 502
+    assert info.value.body["type"] == "error"
+    assert info.value.body["error"]["type"] == "api_error"
     assert mock.calls == []

@@ -6,18 +6,20 @@ from __future__ import annotations
 import json
 
 import pytest
-from anthropic.types import Message, TextBlock, ToolUseBlock
+from anthropic.types import Message, TextBlock, ThinkingBlock, ToolUseBlock
 
 from helpers import (
-    CLIENT_KEY,
-    UPSTREAM_KEY,
     BIG,
+    CLIENT_KEY,
     HAIKU,
     OPUS,
     PNG_B64,
+    REASONER,
+    REASONER_UPSTREAM,
     SMALL,
     SONNET,
     TIME_TOOL,
+    UPSTREAM_KEY,
     WEATHER_TOOL,
     assert_no_anthropic_fields,
     is_compact_json,
@@ -364,7 +366,11 @@ def test_claude_code_style_beta_request(client, mock, nonce):
             }
         ],
         extra_query={"beta": "true"},
+        # newer SDK arguments Anthropic understands and OpenAI does not (or differently)
+        service_tier="standard_only",
         extra_body={
+            "speed": "standard",
+            "cache_control": {"type": "ephemeral"},
             "thinking": {"type": "adaptive"},
             "output_config": {"effort": "medium"},
             "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]},
@@ -374,10 +380,112 @@ def test_claude_code_style_beta_request(client, mock, nonce):
     up = mock.only_call()
     assert up.path == "/v1/chat/completions"
     assert b"cache_control" not in up.raw
-    for field in ("context_management", "output_config", "thinking", "betas"):
+    for field in ("context_management", "output_config", "thinking", "betas", "speed"):
         assert field not in up.json
+    # OpenAI has a service_tier too, with other values: "standard_only" would be a 400 there
+    assert up.json.get("service_tier") in (None, "auto", "default", "flex", "priority")
     assert up.json["messages"] == [
         {"role": "system", "content": f"You are Claude Code. {nonce}"},
         {"role": "user", "content": "Fix the bug."},
     ]
     assert up.json["tools"] == [openai_tool(WEATHER_TOOL)]
+
+
+def test_reasoning_model_request(client, mock, nonce):
+    # MODEL_MAP sends this client model to o3-mini, a reasoning model (SPEC §1.1, §1.10, §1.12):
+    # max_completion_tokens instead of max_tokens, a developer message instead of system,
+    # no temperature, thinking budget -> reasoning_effort.
+    mock.script(completion("42", prompt_tokens=30, completion_tokens=200))
+    msg = client.messages.create(
+        model=f"claude-{REASONER}",
+        max_tokens=10000,
+        thinking={"type": "enabled", "budget_tokens": 8000},
+        system=f"Think hard. {nonce}",
+        messages=[{"role": "user", "content": "What is six times seven?"}],
+        extra_body={"temperature": 0.3, "top_p": 0.9},  # this SDK no longer has these arguments
+    )
+    assert msg.model == f"claude-{REASONER}"
+    assert msg.content[0].text == "42"
+    up = mock.only_call().json
+    assert up["model"] == REASONER_UPSTREAM
+    assert up["max_completion_tokens"] == 10000
+    assert "max_tokens" not in up
+    assert "temperature" not in up and "top_p" not in up
+    assert up["reasoning_effort"] == "medium"
+    assert up["messages"] == [
+        {"role": "developer", "content": f"Think hard. {nonce}"},
+        {"role": "user", "content": "What is six times seven?"},
+    ]
+    assert_no_anthropic_fields(up)
+
+
+def test_reasoning_content_becomes_thinking_block(client, mock, nonce):
+    mock.script(completion("42.", message_extra={"reasoning_content": "6 x 7 = 42."}))
+    msg = client.messages.create(
+        model=SONNET,
+        max_tokens=256,
+        messages=[{"role": "user", "content": f"What is six times seven? {nonce}"}],
+    )
+    assert [b.type for b in msg.content] == ["thinking", "text"]
+    thinking = msg.content[0]
+    assert isinstance(thinking, ThinkingBlock)
+    assert thinking.thinking == "6 x 7 = 42."
+    assert thinking.signature == ""
+    assert msg.content[1].text == "42."
+
+
+def test_refusal(client, mock, nonce):
+    mock.script(completion(None, finish_reason="content_filter", message_extra={"refusal": "I can't help with that."}))
+    msg = client.messages.create(
+        model=SONNET,
+        max_tokens=64,
+        messages=[{"role": "user", "content": f"Something disallowed. {nonce}"}],
+    )
+    assert msg.stop_reason == "refusal"
+    assert [b.type for b in msg.content] == ["text"]
+    assert msg.content[0].text == "I can't help with that."
+
+
+def test_image_inside_tool_result_is_moved_not_rejected(client, mock, nonce):
+    # A tool message carries text only: the image goes into a following user message and the
+    # response says what was degraded (SPEC §1.5).
+    mock.script(completion("A screenshot of a login page."))
+    raw = client.messages.with_raw_response.create(
+        model=SONNET,
+        max_tokens=128,
+        tools=[WEATHER_TOOL],
+        messages=[
+            {"role": "user", "content": f"Take a screenshot. {nonce}"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_shot", "name": "get_weather", "input": {"city": "x"}}],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_shot",
+                        "content": [
+                            {"type": "text", "text": "screenshot taken"},
+                            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_B64}},
+                        ],
+                    }
+                ],
+            },
+        ],
+    )
+    assert raw.parse().content[0].text == "A screenshot of a login page."
+    assert raw.headers.get("x-llm-bridge-degraded"), "the response names what was degraded"
+    messages = mock.only_call().json["messages"]
+    assert [m["role"] for m in messages[:3]] == ["user", "assistant", "tool"]
+    tool = messages[2]
+    assert tool["tool_call_id"] == "toolu_shot"
+    tool_text = json.dumps(tool["content"])
+    assert "screenshot taken" in tool_text and "image_url" not in tool_text and PNG_B64 not in tool_text
+    later = messages[3:]
+    assert later and all(m["role"] == "user" for m in later)
+    parts = [p for m in later if isinstance(m["content"], list) for p in m["content"]]
+    assert {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}} in [
+        {"type": p["type"], "image_url": {"url": p["image_url"]["url"]}} for p in parts if p["type"] == "image_url"
+    ]

@@ -118,7 +118,12 @@ def test_stream_tool_call_split_across_many_chunks(client, mock, nonce):
     assert len(fragments) > 20
     start = {
         "tool_calls": [
-            {"index": 0, "id": "call_weather_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+            {
+                "index": 0,
+                "id": "call_weather_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": ""},
+            }
         ]
     }
     deltas = [start] + [{"tool_calls": [{"index": 0, "function": {"arguments": f}}]} for f in fragments]
@@ -136,9 +141,7 @@ def test_stream_tool_call_split_across_many_chunks(client, mock, nonce):
 
     check_event_grammar(events)
     partial = "".join(
-        e.delta.partial_json
-        for e in events
-        if e.type == "content_block_delta" and e.delta.type == "input_json_delta"
+        e.delta.partial_json for e in events if e.type == "content_block_delta" and e.delta.type == "input_json_delta"
     )
     assert json.loads(partial) == args  # the SDK's accumulated JSON equals the upstream's
     assert len(final.content) == 1, f"expected only the tool_use block, got {final.content}"
@@ -162,7 +165,9 @@ def test_stream_three_parallel_tool_calls_interleaved(client, mock, nonce):
 
     def start(i):
         cid, name, _ = calls[i]
-        return {"tool_calls": [{"index": i, "id": cid, "type": "function", "function": {"name": name, "arguments": ""}}]}
+        return {
+            "tool_calls": [{"index": i, "id": cid, "type": "function", "function": {"name": name, "arguments": ""}}]
+        }
 
     def frag(i, text):
         return {"tool_calls": [{"index": i, "function": {"arguments": text}}]}
@@ -240,9 +245,12 @@ def test_stream_tool_call_from_quirky_backend(client, mock, nonce):
     pieces = split_every(json.dumps(args), 5)
     deltas = [
         {"content": "Sure.", "tool_calls": []},
-        {"content": None, "tool_calls": [
-            {"index": 0, "id": "call_q1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
-        ]},
+        {
+            "content": None,
+            "tool_calls": [
+                {"index": 0, "id": "call_q1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+            ],
+        },
     ] + [
         {"content": None, "tool_calls": [{"index": 0, "id": "", "type": "function", "function": {"arguments": p}}]}
         for p in pieces
@@ -287,10 +295,99 @@ def test_stream_wire_format(raw, mock, nonce):
         assert lines[0].startswith("event: "), f"frame without an event line: {frame!r}"
         data_lines = [line for line in lines if line.startswith("data:")]
         assert len(data_lines) == 1, frame
-        data = json.loads(data_lines[0][len("data:"):])
-        name = lines[0][len("event: "):]
+        data = json.loads(data_lines[0][len("data:") :])
+        name = lines[0][len("event: ") :]
         assert data["type"] == name
         names.append(name)
     assert names[:2] == ["message_start", "ping"]
     assert names[-2:] == ["message_delta", "message_stop"]
     assert names.count("content_block_start") == 1
+
+
+def test_stream_reasoning_becomes_thinking_block(client, mock, nonce):
+    deltas = [
+        {"reasoning_content": "Six times "},
+        {"reasoning_content": "seven is 42."},
+        {"content": "It is "},
+        {"content": "42."},
+    ]
+    mock.script(chat_stream(deltas, first_delta={"role": "assistant", "content": None}, completion_tokens=20))
+    with client.messages.stream(
+        model=SONNET,
+        max_tokens=256,
+        messages=[{"role": "user", "content": f"What is six times seven? {nonce}"}],
+        timeout=STREAM_TIMEOUT,
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    seq = check_event_grammar(events)
+    assert [b.type for b in final.content] == ["thinking", "text"]
+    assert final.content[0].thinking == "Six times seven is 42."
+    assert final.content[0].signature == ""
+    assert final.content[1].text == "It is 42."
+    # the thinking block is closed with a signature_delta before the next block (SPEC §22)
+    deltas_0 = [e.delta.type for e in events if e.type == "content_block_delta" and e.index == 0]
+    assert deltas_0[-1] == "signature_delta" and deltas_0[:-1] == ["thinking_delta", "thinking_delta"]
+    assert seq.index(("content_block_stop", 0)) < seq.index(("content_block_start", 1))
+    assert final.usage.output_tokens == 20
+
+
+@pytest.mark.parametrize(
+    ("split", "crlf"), [(3, False), (None, True), (5, True)], ids=["3-byte-pieces", "crlf", "5-byte-pieces-crlf"]
+)
+def test_stream_survives_any_sse_framing(client, mock, nonce, split, crlf):
+    # Every upstream event arrives in tiny HTTP chunks (inside lines, inside UTF-8 characters),
+    # and/or with CRLF line ends (SPEC §26).
+    pieces = ["Grüße ", "aus ", "Köln — ", "世界 ", "🌍🚀", " done"]
+    args = {"q": "naïve café ☕", "emoji": "🦀"}
+    arg_text = json.dumps(args, ensure_ascii=False)
+    deltas = (
+        [{"content": p} for p in pieces]
+        + [
+            {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_u",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": ""},
+                    }
+                ]
+            }
+        ]
+        + [{"tool_calls": [{"index": 0, "function": {"arguments": f}}]} for f in split_every(arg_text, 4)]
+    )
+    mock.script(chat_stream(deltas, finish_reason="tool_calls", split=split, crlf=crlf, completion_tokens=33))
+    with client.messages.stream(
+        model=SONNET,
+        max_tokens=256,
+        tools=[WEATHER_TOOL],
+        messages=[{"role": "user", "content": f"Unicode please. {nonce}"}],
+        timeout=STREAM_TIMEOUT,
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    check_event_grammar(events)
+    assert [b.type for b in final.content] == ["text", "tool_use"]
+    assert final.content[0].text == "".join(pieces)
+    assert final.content[1].input == args
+    assert final.usage.output_tokens == 33
+
+
+def test_client_disconnect_cancels_upstream(client, mock, nonce):
+    # 60 chunks 50 ms apart (3 s): the client leaves after three texts, and the proxy must drop
+    # the upstream request instead of reading it to the end (SPEC §27).
+    mock.script(chat_stream([{"content": f"w{i} "} for i in range(60)], delay=0.05))
+    with client.messages.stream(
+        model=SONNET,
+        max_tokens=256,
+        messages=[{"role": "user", "content": f"Talk for a while. {nonce}"}],
+        timeout=STREAM_TIMEOUT,
+    ) as stream:
+        for n, _ in enumerate(stream.text_stream, start=1):
+            if n == 3:
+                break
+    left_at = time.monotonic()
+    up = mock.wait_for_calls(1)[0]
+    assert up.disconnected.wait(2.5), "the upstream kept streaming after the client left"
+    assert time.monotonic() - left_at < 2.5
