@@ -80,7 +80,16 @@ class Sse:
     crlf: bool = False
 
 
-Answer = Union[Json, Sse]
+@dataclass
+class Raw:
+    """Any bytes with any content type (an HTML error page from a load balancer, garbage)."""
+
+    body: bytes
+    status: int = 200
+    content_type: str = "text/html"
+
+
+Answer = Union[Json, Sse, Raw]
 Responder = Union[Answer, Callable[[Received], Answer]]
 
 
@@ -182,16 +191,19 @@ def chat_stream(
     cut_after: int | None = None,
     split: int | None = None,
     crlf: bool = False,
+    honor_include_usage: bool = True,
+    after: list[Any] | None = None,
 ) -> Callable[[Received], Sse]:
     """A `chat.completion.chunk` stream as OpenAI sends it: a role chunk (`first_delta`,
     by default `{"role": "assistant", "content": "", "refusal": null}`), one chunk per delta, a
     finish chunk with an empty delta, then — only when the request asked for
-    `stream_options.include_usage` — `usage: null` on every chunk and a final usage chunk with
-    `choices: []`."""
+    `stream_options.include_usage` (and `honor_include_usage`) — `usage: null` on every chunk
+    and a final usage chunk with `choices: []`. `after` replaces the finish and usage chunks
+    with other events (e.g. an error object mid-stream)."""
 
     def respond(req: Received) -> Sse:
         body = req.json if isinstance(req.json, dict) else {}
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        include_usage = honor_include_usage and bool((body.get("stream_options") or {}).get("include_usage"))
         cid = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         model = _model_of(req)
@@ -218,6 +230,8 @@ def chat_stream(
         first = first_delta if first_delta is not None else {"role": "assistant", "content": "", "refusal": None}
         events = [chunk([choice(first)])]
         events += [chunk([choice(d)]) for d in deltas]
+        if after is not None:  # something else instead of the finish (e.g. an error object)
+            return Sse(events + after, done=done, delay=delay, split=split, crlf=crlf)
         events.append(chunk([choice({}, finish_reason, finish_extra)]))
         if include_usage:
             events.append(chunk([], usage_obj(prompt_tokens, completion_tokens, cached_tokens)))
@@ -278,6 +292,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if isinstance(answer, Json):
                 self._send_json(answer)
+            elif isinstance(answer, Raw):
+                self._send_raw(answer)
             else:
                 self._send_sse(answer)
         except (BrokenPipeError, ConnectionResetError):
@@ -301,6 +317,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
+        self.wfile.flush()
+
+    def _send_raw(self, answer: Raw) -> None:
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.content_type)
+        self.send_header("Content-Length", str(len(answer.body)))
+        self.end_headers()
+        self.wfile.write(answer.body)
         self.wfile.flush()
 
     def _send_sse(self, answer: Sse) -> None:

@@ -11,7 +11,7 @@ import anthropic
 import pytest
 
 from helpers import CLIENT_KEY, SONNET, overloaded_class
-from mock_upstream import completion, openai_error
+from mock_upstream import Raw, completion, openai_error
 
 # upstream status, OpenAI error (message, type, code), extra headers,
 # expected SDK class, expected status, expected Anthropic error type
@@ -225,3 +225,35 @@ def test_unreachable_upstream_is_502(start_proxy, mock, nonce):
     assert info.value.body["type"] == "error"
     assert info.value.body["error"]["type"] == "api_error"
     assert mock.calls == []
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "err_type"),
+    [
+        (Raw(b"<html><body>502 Bad Gateway</body></html>", status=502), 502, "api_error"),
+        (Raw(b"<html>Service Temporarily Unavailable</html>", status=503), 529, "overloaded_error"),
+        (Raw(b"upstream connect error or disconnect/reset before headers", status=429, content_type="text/plain"),
+         429, "rate_limit_error"),
+    ],
+    ids=["html-502", "html-503", "text-429"],
+)
+def test_non_json_upstream_error_still_anthropic_shaped(client, mock, nonce, answer, status, err_type):
+    # Load balancers in front of backends answer with HTML or plain text: the status still maps
+    # (SPEC §29) and the SDK still gets an Anthropic error body.
+    mock.script(answer)
+    with pytest.raises(anthropic.APIStatusError) as info:
+        client.messages.create(model=SONNET, max_tokens=16, messages=[{"role": "user", "content": f"Hi {nonce}"}])
+    assert info.value.status_code == status
+    assert info.value.body["type"] == "error"
+    assert info.value.body["error"]["type"] == err_type
+    assert info.value.request_id
+
+
+def test_garbage_success_body_is_an_error(client, mock, nonce):
+    # A 200 whose body is not a chat.completion must not reach the SDK as a "message".
+    mock.script(Raw(b"<html>captive portal</html>", status=200))
+    with pytest.raises(anthropic.APIStatusError) as info:
+        client.messages.create(model=SONNET, max_tokens=16, messages=[{"role": "user", "content": f"Hi {nonce}"}])
+    assert info.value.status_code >= 500
+    assert info.value.body["type"] == "error"
+    assert info.value.body["error"]["type"] == "api_error"

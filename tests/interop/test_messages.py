@@ -489,3 +489,52 @@ def test_image_inside_tool_result_is_moved_not_rejected(client, mock, nonce):
     assert {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_B64}"}} in [
         {"type": p["type"], "image_url": {"url": p["image_url"]["url"]}} for p in parts if p["type"] == "image_url"
     ]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [("", {}), ('```json\n{"city": "Rome"}\n```', {"city": "Rome"}), ("{}", {})],
+    ids=["empty", "markdown-fenced", "empty-object"],
+)
+def test_tool_arguments_normalised(client, mock, nonce, arguments, expected):
+    # SPEC §2.18: empty arguments -> {}, a markdown fence around the JSON is unwrapped.
+    mock.script(completion(None, tool_calls=[tool_call("call_n", "get_weather", arguments)], finish_reason="tool_calls"))
+    msg = client.messages.create(
+        model=SONNET,
+        max_tokens=64,
+        tools=[WEATHER_TOOL],
+        messages=[{"role": "user", "content": f"Weather? {nonce}"}],
+    )
+    assert [b.type for b in msg.content] == ["tool_use"]
+    assert msg.content[0].input == expected
+
+
+def test_metadata_user_id_becomes_user(client, mock, nonce):
+    mock.script(completion("ok"))
+    client.messages.create(
+        model=SONNET,
+        max_tokens=16,
+        metadata={"user_id": f"user-{nonce}"},
+        messages=[{"role": "user", "content": f"Hi {nonce}"}],
+    )
+    up = mock.only_call().json
+    assert up["user"] == f"user-{nonce}"
+    assert "metadata" not in up
+
+
+def test_what_openai_cannot_take_is_degraded_not_rejected(client, mock, nonce):
+    # More than 4 stop sequences (OpenAI's limit) and top_k: dropped, and the response says so.
+    mock.script(completion("ok"))
+    raw = client.messages.with_raw_response.create(
+        model=SONNET,
+        max_tokens=16,
+        stop_sequences=["a1", "b2", "c3", "d4", "e5", "f6"],
+        messages=[{"role": "user", "content": f"Hi {nonce}"}],
+        extra_body={"top_k": 40},
+    )
+    assert raw.parse().content[0].text == "ok"
+    degraded = raw.headers.get("x-llm-bridge-degraded") or ""
+    assert degraded, "the response names what was degraded"
+    up = mock.only_call().json
+    assert up["stop"] == ["a1", "b2", "c3", "d4"]
+    assert "top_k" not in up

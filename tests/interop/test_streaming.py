@@ -391,3 +391,40 @@ def test_client_disconnect_cancels_upstream(client, mock, nonce):
     up = mock.wait_for_calls(1)[0]
     assert up.disconnected.wait(2.5), "the upstream kept streaming after the client left"
     assert time.monotonic() - left_at < 2.5
+
+
+def test_stream_from_backend_that_ignores_include_usage(client, mock, nonce):
+    # Older vLLM/llama.cpp builds send no usage chunk: the stream must still end normally.
+    mock.script(chat_stream(_text_deltas(["no ", "usage"]), honor_include_usage=False))
+    with client.messages.stream(
+        model=SONNET,
+        max_tokens=64,
+        messages=[{"role": "user", "content": f"Hi {nonce}"}],
+        timeout=STREAM_TIMEOUT,
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    check_event_grammar(events)
+    assert final.content[0].text == "no usage"
+    assert final.stop_reason == "end_turn"
+
+
+def test_stream_error_object_mid_stream(client, mock, nonce):
+    # vLLM reports a failure inside the stream as a data event with an error object (integer
+    # code): the SDK must get an error event, not a normal end (SPEC §25).
+    vllm_error = {"error": {"message": "CUDA out of memory", "type": "InternalServerError", "param": None, "code": 500}}
+    mock.script(chat_stream(_text_deltas(["Part ", "one"]), after=[vllm_error]))
+    seen = []
+    with pytest.raises(anthropic.APIStatusError) as info:
+        with client.messages.stream(
+            model=SONNET,
+            max_tokens=64,
+            messages=[{"role": "user", "content": f"Hi {nonce}"}],
+            timeout=STREAM_TIMEOUT,
+        ) as stream:
+            for event in stream:
+                seen.append(event.type)
+    body = info.value.body
+    assert isinstance(body, dict) and body.get("type") == "error", body
+    assert body["error"]["type"] in ("api_error", "overloaded_error"), body
+    assert "message_stop" not in seen
