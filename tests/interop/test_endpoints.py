@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import anthropic
+
 from helpers import CLIENT_KEY, SONNET, TIME_TOOL, UPSTREAM_KEY, WEATHER_TOOL
 from mock_upstream import completion
 
@@ -61,3 +63,32 @@ def test_chat_completions_passthrough(raw, mock, nonce):
     assert up.path == "/v1/chat/completions"
     assert up.json == request, "forwarded as is"
     assert up.header("authorization") == f"Bearer {UPSTREAM_KEY}"
+
+
+def test_beta_count_tokens(client, mock, nonce):
+    # The beta variant adds an anthropic-beta header (token-counting-...) and the betas list.
+    r = client.beta.messages.count_tokens(
+        model=SONNET,
+        betas=["context-management-2025-06-27"],
+        messages=[{"role": "user", "content": f"Hi {nonce}"}],
+    )
+    assert r.input_tokens > 0
+    assert mock.calls == []
+
+
+def test_models_retrieve(client, mock):
+    first = next(iter(client.models.list().data))
+    again = client.models.retrieve(first.id)
+    assert again.id == first.id and again.type == "model"
+
+
+def test_sdk_auth_token_is_accepted(proxy, mock, nonce):
+    # `auth_token` makes the SDK send Authorization: Bearer instead of x-api-key.
+    mock.script(completion("ok"))
+    c = anthropic.Anthropic(base_url=proxy.url, api_key=None, auth_token=CLIENT_KEY, max_retries=0, timeout=10.0)
+    try:
+        msg = c.messages.create(model=SONNET, max_tokens=16, messages=[{"role": "user", "content": f"Hi {nonce}"}])
+    finally:
+        c.close()
+    assert msg.content[0].text == "ok"
+    assert mock.only_call().header("authorization") == f"Bearer {UPSTREAM_KEY}"

@@ -428,3 +428,49 @@ def test_stream_error_object_mid_stream(client, mock, nonce):
     assert isinstance(body, dict) and body.get("type") == "error", body
     assert body["error"]["type"] in ("api_error", "overloaded_error"), body
     assert "message_stop" not in seen
+
+
+def test_stream_tool_call_in_one_chunk(client, mock, nonce):
+    # Mistral- and Gemini-style backends send each tool call whole, in a single chunk.
+    a = {"city": "Berlin"}
+    b = {"tz": "Europe/Berlin"}
+    deltas = [
+        {"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                         "function": {"name": "get_weather", "arguments": json.dumps(a)}}]},
+        {"tool_calls": [{"index": 1, "id": "call_2", "type": "function",
+                         "function": {"name": "get_time", "arguments": json.dumps(b)}}]},
+    ]  # fmt: skip
+    mock.script(chat_stream(deltas, first_delta={"role": "assistant", "content": None}, finish_reason="tool_calls"))
+    with client.messages.stream(
+        model=SONNET,
+        max_tokens=64,
+        tools=[WEATHER_TOOL, TIME_TOOL],
+        messages=[{"role": "user", "content": f"Berlin? {nonce}"}],
+        timeout=STREAM_TIMEOUT,
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    check_event_grammar(events)
+    assert [(x.type, x.id, x.name, x.input) for x in final.content] == [
+        ("tool_use", "call_1", "get_weather", a),
+        ("tool_use", "call_2", "get_time", b),
+    ]
+
+
+def test_long_fast_stream(client, mock, nonce):
+    # 3000 one-token chunks as fast as the upstream can send them: all arrive, in order, quickly.
+    pieces = [f"{i % 10}" for i in range(3000)]
+    mock.script(chat_stream(_text_deltas(pieces), completion_tokens=3000))
+    start = time.monotonic()
+    with client.messages.stream(
+        model=SONNET,
+        max_tokens=4000,
+        messages=[{"role": "user", "content": f"Digits. {nonce}"}],
+        timeout=STREAM_TIMEOUT,
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    elapsed = time.monotonic() - start
+    assert text == "".join(pieces)
+    assert final.usage.output_tokens == 3000
+    assert elapsed < 6.0, f"3000 chunks took {elapsed:.1f}s"
