@@ -78,6 +78,8 @@ class Sse:
     status: int = 200
     split: int | None = None
     crlf: bool = False
+    comments: bool = False  # an SSE comment line before every event (OpenRouter's keep-alives)
+    nospace: bool = False  # `data:{...}` without the optional space
 
 
 @dataclass
@@ -193,6 +195,8 @@ def chat_stream(
     crlf: bool = False,
     honor_include_usage: bool = True,
     after: list[Any] | None = None,
+    comments: bool = False,
+    nospace: bool = False,
 ) -> Callable[[Received], Sse]:
     """A `chat.completion.chunk` stream as OpenAI sends it: a role chunk (`first_delta`,
     by default `{"role": "assistant", "content": "", "refusal": null}`), one chunk per delta, a
@@ -231,11 +235,20 @@ def chat_stream(
         events = [chunk([choice(first)])]
         events += [chunk([choice(d)]) for d in deltas]
         if after is not None:  # something else instead of the finish (e.g. an error object)
-            return Sse(events + after, done=done, delay=delay, split=split, crlf=crlf)
+            return Sse(events + after, done=done, delay=delay, split=split, crlf=crlf, comments=comments, nospace=nospace)
         events.append(chunk([choice({}, finish_reason, finish_extra)]))
         if include_usage:
             events.append(chunk([], usage_obj(prompt_tokens, completion_tokens, cached_tokens)))
-        return Sse(events, done=done, delay=delay, cut_after=cut_after, split=split, crlf=crlf)
+        return Sse(
+            events,
+            done=done,
+            delay=delay,
+            cut_after=cut_after,
+            split=split,
+            crlf=crlf,
+            comments=comments,
+            nospace=nospace,
+        )
 
     return respond
 
@@ -348,7 +361,9 @@ class _Handler(BaseHTTPRequestHandler):
             if answer.delay:
                 time.sleep(answer.delay)
             eol = "\r\n" if answer.crlf else "\n"
-            event = f"data: {payload}{eol}{eol}".encode()
+            comment = f": OPENROUTER PROCESSING{eol}{eol}" if answer.comments else ""
+            sep = "" if answer.nospace else " "
+            event = f"{comment}data:{sep}{payload}{eol}{eol}".encode()
             if answer.split:
                 for i in range(0, len(event), answer.split):
                     self._chunk(event[i : i + answer.split])

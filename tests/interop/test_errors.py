@@ -257,3 +257,35 @@ def test_garbage_success_body_is_an_error(client, mock, nonce):
     assert info.value.status_code >= 500
     assert info.value.body["type"] == "error"
     assert info.value.body["error"]["type"] == "api_error"
+
+
+def test_request_over_body_limit_is_413(start_proxy, mock, nonce):
+    small = start_proxy(BODY_LIMIT_BYTES="64KiB")
+    c = anthropic.Anthropic(base_url=small.url, api_key=CLIENT_KEY, max_retries=0, timeout=10.0)
+    try:
+        with pytest.raises(anthropic.APIStatusError) as info:
+            c.messages.create(
+                model=SONNET,
+                max_tokens=16,
+                messages=[{"role": "user", "content": f"{nonce} " + "x" * 100_000}],
+            )
+    finally:
+        c.close()
+    assert info.value.status_code == 413
+    assert isinstance(info.value, getattr(anthropic, "ContentTooLargeError", anthropic.APIStatusError))
+    assert info.value.body["error"]["type"] == "request_too_large"
+    assert mock.calls == []
+
+
+def test_unknown_route_is_404(client, mock):
+    # The legacy /v1/complete API (gone from this SDK, so sent with its generic post): the
+    # proxy does not serve it, and says so in Anthropic's shape (SPEC §30).
+    with pytest.raises(anthropic.NotFoundError) as info:
+        client.post(
+            "/v1/complete",
+            cast_to=object,
+            body={"model": "claude-2.1", "max_tokens_to_sample": 16, "prompt": "\n\nHuman: Hi\n\nAssistant:"},
+        )
+    assert info.value.body["type"] == "error"
+    assert info.value.body["error"]["type"] == "not_found_error"
+    assert mock.calls == []

@@ -332,12 +332,18 @@ def test_stream_reasoning_becomes_thinking_block(client, mock, nonce):
     assert final.usage.output_tokens == 20
 
 
-@pytest.mark.parametrize(
-    ("split", "crlf"), [(3, False), (None, True), (5, True)], ids=["3-byte-pieces", "crlf", "5-byte-pieces-crlf"]
-)
-def test_stream_survives_any_sse_framing(client, mock, nonce, split, crlf):
-    # Every upstream event arrives in tiny HTTP chunks (inside lines, inside UTF-8 characters),
-    # and/or with CRLF line ends (SPEC §26).
+FRAMINGS = {
+    "3-byte-pieces": {"split": 3},
+    "crlf": {"crlf": True},
+    "5-byte-pieces-crlf": {"split": 5, "crlf": True},
+    "comments-and-no-space": {"comments": True, "nospace": True, "split": 7},
+}
+
+
+@pytest.mark.parametrize("framing", list(FRAMINGS))
+def test_stream_survives_any_sse_framing(client, mock, nonce, framing):
+    # Upstream events arrive in tiny HTTP chunks (inside lines, inside UTF-8 characters), with
+    # CRLF line ends, with SSE comments between events, or as `data:` without the space (§26).
     pieces = ["Grüße ", "aus ", "Köln — ", "世界 ", "🌍🚀", " done"]
     args = {"q": "naïve café ☕", "emoji": "🦀"}
     arg_text = json.dumps(args, ensure_ascii=False)
@@ -357,7 +363,7 @@ def test_stream_survives_any_sse_framing(client, mock, nonce, split, crlf):
         ]
         + [{"tool_calls": [{"index": 0, "function": {"arguments": f}}]} for f in split_every(arg_text, 4)]
     )
-    mock.script(chat_stream(deltas, finish_reason="tool_calls", split=split, crlf=crlf, completion_tokens=33))
+    mock.script(chat_stream(deltas, finish_reason="tool_calls", completion_tokens=33, **FRAMINGS[framing]))
     with client.messages.stream(
         model=SONNET,
         max_tokens=256,
