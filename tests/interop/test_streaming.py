@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import time
 
@@ -10,7 +12,7 @@ import pytest
 from anthropic.types import TextBlock, ToolUseBlock
 
 from helpers import CLIENT_KEY, SONNET, TIME_TOOL, WEATHER_TOOL, check_event_grammar
-from mock_upstream import chat_stream, split_every
+from mock_upstream import chat_stream, completion, split_every
 
 STREAM_TIMEOUT = 8.0  # per request: any hang fails the test instead of stalling the run
 
@@ -480,3 +482,55 @@ def test_long_fast_stream(client, mock, nonce):
     assert text == "".join(pieces)
     assert final.usage.output_tokens == 3000
     assert elapsed < 6.0, f"3000 chunks took {elapsed:.1f}s"
+
+
+def _echo_stream(req):
+    """Answers with the request's own user text, so concurrent answers can be told apart."""
+    text = req.json["messages"][-1]["content"]
+    return chat_stream(_text_deltas(split_every(f"echo: {text}", 4)), delay=0.005)(req)
+
+
+def test_concurrent_streams_do_not_mix(client, mock, nonce):
+    n = 16
+    mock.script(*[_echo_stream] * n)
+
+    def one(i):
+        with client.messages.stream(
+            model=SONNET,
+            max_tokens=64,
+            messages=[{"role": "user", "content": f"stream {i} of {nonce}"}],
+            timeout=STREAM_TIMEOUT,
+        ) as stream:
+            return "".join(stream.text_stream), stream.get_final_message()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
+        results = list(pool.map(one, range(n), timeout=30))
+    for i, (text, final) in enumerate(results):
+        assert text == f"echo: stream {i} of {nonce}"
+        assert final.content[0].text == text
+    assert len(mock.calls) == n
+
+
+def test_async_client(proxy, mock, nonce):
+    # The SDK's asyncio client goes through a different transport path than the sync one.
+    mock.script(completion("async ok"), chat_stream(_text_deltas(["as", "ync ", "stream"]), completion_tokens=3))
+
+    async def main():
+        async with anthropic.AsyncAnthropic(
+            base_url=proxy.url, api_key=CLIENT_KEY, max_retries=0, timeout=STREAM_TIMEOUT
+        ) as c:
+            msg = await c.messages.create(
+                model=SONNET, max_tokens=16, messages=[{"role": "user", "content": f"Hi {nonce}"}]
+            )
+            async with c.messages.stream(
+                model=SONNET, max_tokens=16, messages=[{"role": "user", "content": f"Stream {nonce}"}]
+            ) as stream:
+                texts = [t async for t in stream.text_stream]
+                final = await stream.get_final_message()
+            return msg, texts, final
+
+    msg, texts, final = asyncio.run(asyncio.wait_for(main(), timeout=20))
+    assert msg.content[0].text == "async ok"
+    assert "".join(texts) == "async stream"
+    assert final.usage.output_tokens == 3
+    assert len(mock.calls) == 2
