@@ -786,6 +786,21 @@ async fn an_upstream_cut_mid_stream_is_not_a_clean_end() {
 
 #[tokio::test]
 async fn a_client_that_goes_away_cancels_the_upstream_request() {
+    let mut body = openai_request("cancel me");
+    body["stream"] = json!(true);
+    client_disconnect_closes_upstream_within_a_second("/v1/chat/completions", body).await;
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_a_translated_stream_cancels_the_upstream_request() {
+    let mut body = anthropic_request("cancel my translated stream");
+    body["stream"] = json!(true);
+    client_disconnect_closes_upstream_within_a_second("/v1/messages", body).await;
+}
+
+/// Reads the first frame of a 5-second upstream stream, drops the response, and requires
+/// the proxy to close its upstream connection within 1 s of the drop.
+async fn client_disconnect_closes_upstream_within_a_second(path: &str, body: Value) {
     let mock = MockUpstream::start().await;
     let parts: Vec<String> = (0..100).map(|i| format!("part {i} ")).collect();
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
@@ -793,34 +808,32 @@ async fn a_client_that_goes_away_cancels_the_upstream_request() {
         Reply::sse(text_stream(&parts, "stop", (1, 100))).delay_each(Duration::from_millis(50)),
     );
     let proxy = start_for(&mock, &[]).await;
-    let mut body = openai_request("cancel me");
-    body["stream"] = json!(true);
     let req = build(
         Method::POST,
-        &proxy.url("/v1/chat/completions"),
+        &proxy.url(path),
         &[("content-type", "application/json")],
         body.to_string(),
     );
-    tokio::time::timeout(WAIT, async {
+    let dropped_at = tokio::time::timeout(WAIT, async {
         let res = client().request(req).await.expect("response");
+        assert_eq!(res.status(), 200);
         let mut body = res.into_body();
         let frame = body.frame().await.expect("a frame").expect("data");
         assert!(frame.is_data());
         assert_eq!(mock.open_connections(), 1);
         drop(body);
+        Instant::now()
     })
     .await
     .expect("in time");
-    // The whole stream would take 5 s; the upstream connection must go well before.
-    let started = Instant::now();
     wait_until("the upstream connection to close", || {
         mock.open_connections() == 0
     })
     .await;
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
+        dropped_at.elapsed() < Duration::from_secs(1),
+        "upstream closed {:?} after the client left",
+        dropped_at.elapsed()
     );
 }
 

@@ -491,3 +491,85 @@ async fn body_over_the_limit_is_413_without_upstream_call() {
     assert_eq!(error["error"]["type"], "request_too_large");
     assert_eq!(upstream.calls(), 0);
 }
+
+#[tokio::test]
+async fn streams_are_requested_with_usage_and_come_back_as_anthropic_events() {
+    let upstream = Upstream::replying(|| {
+        let chunks = [
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}),
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"content": "Hel"}}]}),
+            json!({"id": "c", "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}]}),
+            json!({"id": "c", "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 2}}),
+        ];
+        let mut sse = String::new();
+        for chunk in chunks {
+            sse.push_str(&format!("data: {chunk}\n\n"));
+        }
+        sse.push_str("data: [DONE]\n\n");
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("content-length", sse.len())
+            .body(Full::new(Bytes::from(sse)))
+            .expect("response")
+    });
+    let request = json!({"model": "claude-haiku-4-5", "max_tokens": 50, "stream": true,
+                         "messages": [{"role": "user", "content": "Hi"}]});
+    let (status, headers, body) = upstream.send(layer(), messages_request(&request)).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert!(
+        !headers.contains_key("content-length"),
+        "a translated stream has no known length"
+    );
+    let sent = upstream.last_body();
+    assert_eq!(sent["stream"], true);
+    assert_eq!(sent["stream_options"], json!({"include_usage": true}));
+    assert_eq!(
+        upstream.seen.lock().expect("lock")[0].headers["accept"],
+        "text/event-stream"
+    );
+
+    let text = body.as_str().expect("SSE text");
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("event: "))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "message_start",
+            "ping",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    let message_delta: Value = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .find(|event| event["type"] == "message_delta")
+        .expect("message_delta");
+    assert_eq!(message_delta["delta"]["stop_reason"], "end_turn");
+    assert_eq!(message_delta["usage"]["output_tokens"], 2);
+}
+
+#[tokio::test]
+async fn a_stream_refused_before_it_starts_keeps_the_real_status() {
+    let upstream = Upstream::json(
+        429,
+        json!({"error": {"message": "slow down", "type": "rate_limit"}}),
+    );
+    let request = json!({"model": "claude-haiku-4-5", "max_tokens": 50, "stream": true,
+                         "messages": [{"role": "user", "content": "Hi"}]});
+    let (status, headers, body) = upstream.send(layer(), messages_request(&request)).await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(
+        body,
+        json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})
+    );
+}
