@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
+
+import anthropic
+import pytest
 
 from helpers import SONNET
-from mock_upstream import completion
+from mock_upstream import completion, openai_error
 
 
 def _ask(client, nonce, max_tokens=64, **extra):
@@ -73,3 +77,60 @@ def test_concurrent_identical_requests_make_one_upstream_call(client, mock, nonc
         assert not isinstance(r, Exception), r
         assert r.parse().content[0].text == "4"
     assert len(mock.calls) == 1, f"{len(mock.calls)} upstream calls for 3 identical concurrent requests"
+
+
+def test_errors_are_not_cached(client, mock, nonce):
+    mock.script(openai_error(500, "boom", "server_error"), completion("4"))
+    with pytest.raises(anthropic.InternalServerError):
+        _ask(client, nonce)
+    ok = _ask(client, nonce)
+    assert ok.parse().content[0].text == "4"
+    assert ok.headers.get("x-cache") == "MISS"
+    assert len(mock.calls) == 2
+
+
+def test_cache_is_per_caller(start_proxy, mock, nonce):
+    # Two tenants sending the same request never share an answer (SPEC §33).
+    p = start_proxy(PROXY_API_KEYS="sk-tenant-one,sk-tenant-two")
+    mock.script(completion("for tenant one"), completion("for tenant two"))
+    one = anthropic.Anthropic(base_url=p.url, api_key="sk-tenant-one", max_retries=0, timeout=10.0)
+    two = anthropic.Anthropic(base_url=p.url, api_key="sk-tenant-two", max_retries=0, timeout=10.0)
+    try:
+        a1 = _ask(one, nonce)
+        b1 = _ask(two, nonce)
+        a2 = _ask(one, nonce)
+    finally:
+        one.close()
+        two.close()
+    assert (a1.headers.get("x-cache"), b1.headers.get("x-cache"), a2.headers.get("x-cache")) == ("MISS", "MISS", "HIT")
+    assert b1.parse().content[0].text == "for tenant two"
+    assert a2.parse().content[0].text == "for tenant one"
+    assert len(mock.calls) == 2
+
+
+def test_cache_ttl_secs_zero_bypasses_and_is_not_forwarded(client, mock, nonce):
+    mock.script(completion("4"), completion("4"))
+    for _ in range(2):
+        r = _ask(client, nonce, extra_body={"cache_ttl_secs": 0})
+        assert r.headers.get("x-cache") == "BYPASS"
+    assert len(mock.calls) == 2
+    assert all("cache_ttl_secs" not in c.json for c in mock.calls)
+
+
+def test_cache_ttl_secs_expires(client, mock, nonce):
+    mock.script(completion("4"), completion("4"))
+    assert _ask(client, nonce, extra_body={"cache_ttl_secs": 1}).headers.get("x-cache") == "MISS"
+    assert _ask(client, nonce, extra_body={"cache_ttl_secs": 1}).headers.get("x-cache") == "HIT"
+    time.sleep(1.6)
+    assert _ask(client, nonce, extra_body={"cache_ttl_secs": 1}).headers.get("x-cache") == "MISS"
+    assert len(mock.calls) == 2
+    assert "cache_ttl_secs" not in mock.calls[0].json
+
+
+@pytest.mark.parametrize("ttl", [-1, "soon", 86_401])
+def test_invalid_cache_ttl_secs_is_400(client, mock, nonce, ttl):
+    with pytest.raises(anthropic.BadRequestError) as info:
+        _ask(client, nonce, extra_body={"cache_ttl_secs": ttl})
+    assert info.value.body["error"]["type"] == "invalid_request_error"
+    assert "cache_ttl_secs" in info.value.body["error"]["message"]
+    assert mock.calls == []
