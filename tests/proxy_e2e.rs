@@ -168,7 +168,7 @@ async fn health_reports_ok_and_the_upstream() {
     assert_eq!(answer.header("content-type"), Some("application/json"));
     assert_eq!(
         answer.json(),
-        json!({"status": "ok", "upstream": mock.base_url()})
+        json!({"status": "ok", "upstream": mock.base_url(), "redis": "off"})
     );
     assert_eq!(mock.calls(), 0);
 }

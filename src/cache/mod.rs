@@ -112,14 +112,6 @@
 //! # }
 //! ```
 
-#[cfg(feature = "redis")]
-mod redis;
-mod tiered;
-
-#[cfg(feature = "redis")]
-pub use self::redis::{RedisCache, RedisCacheError, RedisCacheOptions};
-pub use self::tiered::TieredCache;
-
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -134,9 +126,13 @@ mod inflight;
 mod key;
 mod layer;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 mod service;
-// `redis.rs` and `tiered.rs` (feature `redis`) are declared here by the Redis backend work.
+mod tiered;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisCache, RedisCacheError, RedisCacheOptions};
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use identity::CallerIdentity;
@@ -144,6 +140,7 @@ pub use key::EXCLUDED_FIELDS;
 pub use layer::ResponseCacheLayer;
 pub use memory::{MemoryCache, MemoryCacheBuilder};
 pub use service::ResponseCache;
+pub use tiered::TieredCache;
 
 /// Maximum allowed value for a per-request `cache_ttl_secs`.
 pub const MAX_TTL_SECS: u64 = 86_400;
