@@ -235,7 +235,9 @@ def chat_stream(
         events = [chunk([choice(first)])]
         events += [chunk([choice(d)]) for d in deltas]
         if after is not None:  # something else instead of the finish (e.g. an error object)
-            return Sse(events + after, done=done, delay=delay, split=split, crlf=crlf, comments=comments, nospace=nospace)
+            return Sse(
+                events + after, done=done, delay=delay, split=split, crlf=crlf, comments=comments, nospace=nospace
+            )
         events.append(chunk([choice({}, finish_reason, finish_extra)]))
         if include_usage:
             events.append(chunk([], usage_obj(prompt_tokens, completion_tokens, cached_tokens)))

@@ -9,7 +9,7 @@ import anthropic
 import pytest
 
 from helpers import SONNET
-from mock_upstream import completion, openai_error
+from mock_upstream import chat_stream, completion, openai_error
 
 
 def _ask(client, nonce, max_tokens=64, **extra):
@@ -134,3 +134,26 @@ def test_invalid_cache_ttl_secs_is_400(client, mock, nonce, ttl):
     assert info.value.body["error"]["type"] == "invalid_request_error"
     assert "cache_ttl_secs" in info.value.body["error"]["message"]
     assert mock.calls == []
+
+
+def test_streaming_request_after_a_cached_identical_one_still_streams(client, mock, nonce):
+    # The cache key leaves `stream` out (SPEC §33): a streaming client asking what was just
+    # cached from a JSON request must still get an SSE stream the SDK can read, never the JSON.
+    mock.script(completion("4", completion_tokens=1), chat_stream([{"content": "4"}], completion_tokens=1))
+    first = _ask(client, nonce)
+    assert first.headers.get("x-cache") == "MISS"
+    with client.messages.stream(
+        model=SONNET,
+        max_tokens=64,
+        messages=[{"role": "user", "content": f"What is 2+2? {nonce}"}],
+        timeout=8.0,
+    ) as stream:
+        assert stream.response.headers["content-type"].startswith("text/event-stream")
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "4"
+    assert final.stop_reason == "end_turn"
+    # and the JSON client after the stream still gets JSON (from the cache)
+    third = _ask(client, nonce)
+    assert third.headers.get("x-cache") == "HIT"
+    assert third.parse().content[0].text == "4"

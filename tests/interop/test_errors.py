@@ -232,8 +232,11 @@ def test_unreachable_upstream_is_502(start_proxy, mock, nonce):
     [
         (Raw(b"<html><body>502 Bad Gateway</body></html>", status=502), 502, "api_error"),
         (Raw(b"<html>Service Temporarily Unavailable</html>", status=503), 529, "overloaded_error"),
-        (Raw(b"upstream connect error or disconnect/reset before headers", status=429, content_type="text/plain"),
-         429, "rate_limit_error"),
+        (
+            Raw(b"upstream connect error or disconnect/reset before headers", status=429, content_type="text/plain"),
+            429,
+            "rate_limit_error",
+        ),
     ],
     ids=["html-502", "html-503", "text-429"],
 )

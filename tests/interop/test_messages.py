@@ -25,7 +25,7 @@ from helpers import (
     is_compact_json,
     openai_tool,
 )
-from mock_upstream import completion, tool_call
+from mock_upstream import Json, completion, tool_call
 
 
 @pytest.mark.parametrize(
@@ -498,7 +498,9 @@ def test_image_inside_tool_result_is_moved_not_rejected(client, mock, nonce):
 )
 def test_tool_arguments_normalised(client, mock, nonce, arguments, expected):
     # SPEC §2.18: empty arguments -> {}, a markdown fence around the JSON is unwrapped.
-    mock.script(completion(None, tool_calls=[tool_call("call_n", "get_weather", arguments)], finish_reason="tool_calls"))
+    mock.script(
+        completion(None, tool_calls=[tool_call("call_n", "get_weather", arguments)], finish_reason="tool_calls")
+    )
     msg = client.messages.create(
         model=SONNET,
         max_tokens=64,
@@ -538,3 +540,31 @@ def test_what_openai_cannot_take_is_degraded_not_rejected(client, mock, nonce):
     up = mock.only_call().json
     assert up["stop"] == ["a1", "b2", "c3", "d4"]
     assert "top_k" not in up
+
+
+@pytest.mark.parametrize(
+    ("body", "usage"),
+    [
+        (
+            {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]},
+            (0, 0),
+        ),
+        (
+            {
+                "id": "x",
+                "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2, "prompt_tokens_details": None},
+            },
+            (5, 2),
+        ),
+    ],
+    ids=["no-usage-no-object", "null-details-no-total"],
+)
+def test_minimal_upstream_completion(client, mock, nonce, body, usage):
+    # llama.cpp/Ollama-style bodies leave out object, created, total_tokens, even usage:
+    # missing numbers are zero and the SDK still gets a complete Message (SPEC §20).
+    mock.script(Json(body))
+    msg = client.messages.create(model=SONNET, max_tokens=16, messages=[{"role": "user", "content": f"Hi {nonce}"}])
+    assert msg.content[0].text == "hi"
+    assert msg.stop_reason == "end_turn"
+    assert (msg.usage.input_tokens, msg.usage.output_tokens) == usage
