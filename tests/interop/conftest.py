@@ -142,8 +142,10 @@ def proxy(upstream):
     binary = _proxy_binary()
     if not binary.is_file():
         pytest.exit(f"proxy binary not found at {binary} (build it with cargo build --all-features --example proxy)", 2)
-    log_dir = Path(tempfile.mkdtemp(prefix="interop-proxy-"))
+    # Kept after the run for a post-mortem: inside the (gitignored) venv when there is one.
+    log_dir = HERE / ".venv" if (HERE / ".venv").is_dir() else Path(tempfile.mkdtemp(prefix="interop-proxy-"))
     _proxy_log = log_dir / "proxy.log"
+    _proxy_log.write_bytes(b"")
     p = _start_proxy(binary, upstream, _proxy_log)
     try:
         yield p
