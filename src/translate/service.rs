@@ -2,11 +2,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response};
 use http_body::Body;
-use http_body_util::BodyExt;
 use http_body_util::{Either, Full};
 use tower_service::Service;
 
@@ -19,7 +18,7 @@ use super::stream::{StreamConfig, StreamTranslator};
 use crate::BoxError;
 use crate::error::ApiError;
 use crate::ids::new_id;
-use crate::parsed::{CollectError, ParsedBody, collect_limited};
+use crate::parsed::{CollectError, ParsedBody, collect_limited, collect_limited_idle};
 
 /// The response header listing what a translation could not carry over.
 pub const DEGRADED_HEADER: HeaderName = HeaderName::from_static("x-llm-bridge-degraded");
@@ -221,59 +220,15 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let unreadable = |err: &dyn std::fmt::Display| {
-        ApiError::bad_gateway(format!("upstream response could not be read: {err}"))
-    };
-    let Some(idle) = idle else {
-        return collect_limited(body, limit)
-            .await
-            .map_err(|err| unreadable(&err));
-    };
-    let too_large = || unreadable(&CollectError::TooLarge { limit });
-    if body.size_hint().lower() > limit as u64 {
-        return Err(too_large());
-    }
-    let mut body = std::pin::pin!(body);
-    // One data frame is the common case: it is kept without copying.
-    let mut first: Option<Bytes> = None;
-    let mut rest = BytesMut::new();
-    loop {
-        let frame = match tokio::time::timeout(idle, body.frame()).await {
-            Ok(Some(frame)) => frame.map_err(|err| unreadable(&err.into()))?,
-            Ok(None) => break,
-            Err(_elapsed) => {
-                return Err(ApiError::gateway_timeout(format!(
-                    "the upstream sent nothing for {} ms",
-                    idle.as_millis()
-                )));
-            }
-        };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        let so_far = if rest.is_empty() {
-            first.as_ref().map_or(0, Bytes::len)
-        } else {
-            rest.len()
-        };
-        if so_far + data.len() > limit {
-            return Err(too_large());
-        }
-        match &first {
-            None => first = Some(data),
-            Some(head) => {
-                if rest.is_empty() {
-                    rest.extend_from_slice(head);
-                }
-                rest.extend_from_slice(&data);
-            }
-        }
-    }
-    Ok(match first {
-        Some(_) if !rest.is_empty() => rest.freeze(),
-        Some(head) => head,
-        None => Bytes::new(),
-    })
+    collect_limited_idle(body, limit, idle)
+        .await
+        .map_err(|err| match err {
+            CollectError::Idle { after } => ApiError::gateway_timeout(format!(
+                "the upstream sent nothing for {} ms",
+                after.as_millis()
+            )),
+            other => ApiError::bad_gateway(format!("upstream response could not be read: {other}")),
+        })
 }
 
 async fn read_json<B>(body: B, limit: usize) -> Result<ParsedBody, ApiError>
