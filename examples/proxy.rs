@@ -57,6 +57,9 @@ use tower_llm_bridge::translate::{
 };
 use tracing::{Span, info, warn};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config =
         match Config::from_sources(std::env::args().skip(1), |name| std::env::var(name).ok()) {
