@@ -49,6 +49,9 @@ use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_http::classify::{ServerErrorsAsFailures, ServerErrorsFailureClass, SharedClassifier};
 use tower_http::trace::{MakeSpan, OnFailure, OnResponse, Trace, TraceLayer};
 use tower_llm_bridge::BoxError;
+use tower_llm_bridge::cache::{
+    CallerIdentity, MemoryCache, RedisCache, RedisCacheOptions, ResponseCacheLayer, TieredCache,
+};
 use tower_llm_bridge::error::ApiError;
 use tower_llm_bridge::parsed::collect_limited;
 use tower_llm_bridge::translate::tokens::estimate_input_tokens;
@@ -143,7 +146,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BoxError> {
-    let app = app(&config)?;
+    let app = app(&config).await?;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A timer is what makes hyper enforce the header read timeout (slowloris protection).
     builder
@@ -239,12 +242,25 @@ pub type App = Trace<
 /// Builds the proxy service for `config`.
 ///
 /// # Errors
-/// When the TLS configuration of the upstream client cannot be built.
-pub fn app(config: &Config) -> Result<App, BoxError> {
+/// When the TLS configuration of the upstream client cannot be built, or `REDIS_URL` is not
+/// a Redis URL (a Redis server that is down is not an error: the cache fails open).
+pub async fn app(config: &Config) -> Result<App, BoxError> {
     let upstream = Upstream::new(config)?;
+    let redis = match (&config.cache.redis_url, config.cache.enabled) {
+        (Some(url), true) => {
+            let redis = RedisCache::connect(url.expose(), RedisCacheOptions::new()).await?;
+            info!(
+                "cache: shared Redis tier on (key prefix {:?})",
+                redis.key_prefix()
+            );
+            Some(redis)
+        }
+        _ => None,
+    };
     let router = Router {
-        llm: llm_stack(config, upstream),
+        llm: llm_stack(config, upstream, redis.clone()),
         shared: Arc::new(Shared {
+            redis,
             upstream: config.upstream.to_string(),
             models: model_list(config),
             proxy_api_keys: config.proxy_api_keys.clone(),
@@ -272,7 +288,10 @@ type LlmService = BoxCloneService<Request<Full<Bytes>>, Response<ProxyBody>, Inf
 /// The response body of every route.
 pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
-fn llm_stack(config: &Config, upstream: Upstream) -> LlmService {
+/// The cache backend: memory, then Redis when `REDIS_URL` is set.
+type Cache = TieredCache<MemoryCache, Option<RedisCache>>;
+
+fn llm_stack(config: &Config, upstream: Upstream, redis: Option<RedisCache>) -> LlmService {
     let translate = AnthropicToOpenAiLayer::new()
         .model_map(config.model_map.clone())
         .reasoning_models(ReasoningModels::new(
@@ -288,16 +307,37 @@ fn llm_stack(config: &Config, upstream: Upstream) -> LlmService {
         )
         .body_limit(config.body_limit)
         .stream_idle_timeout(config.upstream_timeout);
-    let stack = ServiceBuilder::new()
-        // Routes answer with one body type; boxing here, once, keeps the layers' own body
-        // types out of the router.
-        .map_response(box_response)
-        // LAYERS: the response cache (outermost, so the key is the client's own request and
-        // a hit skips translation), then the Anthropic → OpenAI translation.
-        // Anthropic Messages in, OpenAI Chat Completions out; other routes pass through.
-        .layer(translate)
-        .service(upstream);
-    BoxCloneService::new(stack)
+    if !config.cache.enabled {
+        return BoxCloneService::new(
+            ServiceBuilder::new()
+                // Routes answer with one body type; boxing here, once, keeps the layers' own
+                // body types out of the router.
+                .map_response(box_response)
+                // Anthropic Messages in, OpenAI Chat Completions out; other routes pass through.
+                .layer(translate)
+                .service(upstream),
+        );
+    }
+    let memory = MemoryCache::builder()
+        .max_entries(config.cache.max_entries)
+        .max_bytes(config.cache.max_bytes)
+        .build();
+    let cache = ResponseCacheLayer::new(Cache::new(memory, redis))
+        .default_ttl_secs(config.cache.ttl_secs)
+        .body_limit(config.body_limit)
+        // Entries are scoped by upstream as well as by caller.
+        .backend_name(config.upstream.to_string());
+    BoxCloneService::new(
+        ServiceBuilder::new()
+            // Routes answer with one body type; boxing here, once, keeps the layers' own body
+            // types out of the router.
+            .map_response(box_response)
+            // Outermost: the key is the client's own request, and a hit skips translation.
+            .layer(cache)
+            // Anthropic Messages in, OpenAI Chat Completions out; other routes pass through.
+            .layer(translate)
+            .service(upstream),
+    )
 }
 
 fn box_response<B>(res: Response<B>) -> Response<ProxyBody>
@@ -382,6 +422,8 @@ pub struct Router {
 }
 
 struct Shared {
+    /// The shared cache tier, for `/health`.
+    redis: Option<RedisCache>,
     upstream: String,
     models: Vec<ModelInfo>,
     proxy_api_keys: Option<Vec<Secret>>,
@@ -446,9 +488,15 @@ impl Router {
 
         // Load balancers probe this without credentials.
         if path == "/health" && (parts.method == Method::GET || parts.method == Method::HEAD) {
+            // A Redis outage degrades the cache, not the proxy: report it, stay healthy.
+            let redis = match &self.shared.redis {
+                None => "off",
+                Some(redis) if redis.ping().await => "up",
+                Some(_) => "down",
+            };
             return json_response(
                 StatusCode::OK,
-                &json!({"status": "ok", "upstream": self.shared.upstream}),
+                &json!({"status": "ok", "upstream": self.shared.upstream, "redis": redis}),
             );
         }
 
@@ -463,9 +511,10 @@ impl Router {
             },
             None => presented_credentials(&parts.headers).next(),
         };
-        // The cache scopes answers per caller by a hash of the credential:
-        // IDENTITY: parts.extensions.insert(CallerIdentity::from_credential(credential.unwrap_or("")));
-        let _ = credential;
+        // The cache scopes answers per caller by a hash of the credential, never the credential.
+        parts.extensions.insert(
+            credential.map_or_else(CallerIdentity::anonymous, CallerIdentity::from_credential),
+        );
         // The credential was for this proxy: nothing further in needs to see it.
         parts.headers.remove("x-api-key");
         parts.headers.remove(header::AUTHORIZATION);

@@ -1,12 +1,68 @@
-//! Composable [tower] layers that let any Anthropic Messages API client talk to any OpenAI
-//! Chat Completions compatible backend, with a response cache in front.
+//! Composable [tower] layers that let any Anthropic Messages API client (the official SDKs,
+//! Claude Code, Cursor, Cline) talk to any OpenAI Chat Completions compatible backend (OpenAI,
+//! vLLM, llama.cpp, Ollama, DeepSeek, OpenRouter…), with a response cache in front.
 //!
-//! - [`translate`]: `AnthropicToOpenAiLayer` turns `POST /v1/messages` (JSON and SSE streaming,
-//!   tools, images, thinking, stop sequences, usage, errors) into `POST /v1/chat/completions`
-//!   and the answer back.
-//! - [`cache`]: `ResponseCacheLayer` answers repeated requests from a cache keyed by SHA-256 of
-//!   a canonical form of the request, scoped per backend and caller.
-//! - [`sse`]: the sans-IO Server-Sent Events decoder and encoder both layers build on.
+//! | module | what it gives you |
+//! |---|---|
+//! | [`translate`] | `AnthropicToOpenAiLayer`: `POST /v1/messages` (JSON and SSE streaming, tools, images, thinking, stop sequences, usage, errors) served from `POST /v1/chat/completions` |
+//! | [`cache`] | `ResponseCacheLayer`: answers repeated requests from a cache keyed by SHA-256 of a canonical form of the request, scoped per backend and caller; `MemoryCache` (moka), `RedisCache`, `TieredCache` |
+//! | [`sse`] | the sans-IO Server-Sent Events decoder and encoder the stream translation is built on |
+//! | [`parsed`] | the request body, parsed once and shared between layers |
+//! | [`error`] | Anthropic- and OpenAI-shaped error responses |
+//!
+//! Each layer is useful alone and generic over the inner service and its body types; none
+//! owns an HTTP client. `examples/proxy.rs` assembles them into a complete proxy.
+//!
+//! # A full stack
+//!
+//! The cache goes outermost (its key is the client's own request, and a hit skips
+//! translation), then the translation, then your OpenAI-speaking client:
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use bytes::Bytes;
+//! use http::{Request, Response};
+//! use http_body_util::{BodyExt, Either, Full};
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower_llm_bridge::cache::{MemoryCache, ResponseCacheLayer};
+//! use tower_llm_bridge::translate::{AnthropicToOpenAiLayer, ModelMap};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // Stands in for an HTTP client to an OpenAI-compatible backend.
+//! let openai = tower::service_fn(|req: Request<Either<Full<Bytes>, Either<Full<Bytes>, Full<Bytes>>>>| async move {
+//!     let body = req.into_body().collect().await.unwrap().to_bytes();
+//!     let request: serde_json::Value = serde_json::from_slice(&body).unwrap();
+//!     assert_eq!(request["model"], "gpt-4o");
+//!     let completion = r#"{"choices":[{"message":{"content":"Bonjour"},"finish_reason":"stop"}],
+//!                         "usage":{"prompt_tokens":12,"completion_tokens":3}}"#;
+//!     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(completion))))
+//! });
+//!
+//! let stack = ServiceBuilder::new()
+//!     .layer(ResponseCacheLayer::new(MemoryCache::new(10_000)).default_ttl_secs(300))
+//!     .layer(AnthropicToOpenAiLayer::new().model_map(ModelMap::big_small("gpt-4o", "gpt-4o-mini")))
+//!     .service(openai);
+//!
+//! let ask = || {
+//!     Request::post("/v1/messages")
+//!         .header("x-api-key", "caller-key")
+//!         .body(Full::new(Bytes::from_static(
+//!             br#"{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"Hello in French"}]}"#,
+//!         )))
+//!         .unwrap()
+//! };
+//! let first = stack.clone().oneshot(ask()).await.unwrap();
+//! assert_eq!(first.headers()["x-cache"], "MISS");
+//! let message = first.into_body().collect().await.unwrap().to_bytes();
+//! let message: serde_json::Value = serde_json::from_slice(&message).unwrap();
+//! assert_eq!(message["content"][0]["text"], "Bonjour");
+//! assert_eq!(message["model"], "claude-sonnet-4-5");
+//!
+//! let second = stack.oneshot(ask()).await.unwrap();
+//! assert_eq!(second.headers()["x-cache"], "HIT");
+//! # }
+//! ```
 //!
 //! [tower]: https://docs.rs/tower
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]

@@ -151,6 +151,7 @@ where
             continue;
         };
         let data = data.copy_to_bytes(data.remaining());
+        // `rest`, once started, already holds `first`: count it once.
         let so_far = match (&first, &rest) {
             (_, Some(buf)) => buf.len(),
             (Some(head), None) => head.len(),

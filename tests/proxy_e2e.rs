@@ -8,6 +8,7 @@
 mod proxy;
 
 mod common;
+mod common_redis;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -168,7 +169,7 @@ async fn health_reports_ok_and_the_upstream() {
     assert_eq!(answer.header("content-type"), Some("application/json"));
     assert_eq!(
         answer.json(),
-        json!({"status": "ok", "upstream": mock.base_url()})
+        json!({"status": "ok", "upstream": mock.base_url(), "redis": "off"})
     );
     assert_eq!(mock.calls(), 0);
 }
@@ -1540,4 +1541,167 @@ async fn messages_upstream_failures_are_anthropic_errors_through_real_sockets() 
     )
     .await;
     assert_anthropic_error(&answer, 502, "api_error");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The response cache in the proxy
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn repeated_messages_are_served_from_the_cache_per_caller() {
+    let mock = MockUpstream::start().await;
+    mock.set_default(Reply::json(chat_completion_json(
+        "cached answer",
+        "stop",
+        usage(9, 2),
+    )));
+    let proxy = start_for(&mock, &[]).await;
+    let request = anthropic_request("cache me through the proxy");
+    let alice = [("x-api-key", "alice-key")];
+
+    let first = post_json(&proxy.url("/v1/messages"), &alice, &request).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    let second = post_json(&proxy.url("/v1/messages"), &alice, &request).await;
+    assert_eq!(second.header("x-cache"), Some("HIT"));
+    assert!(second.header("age").is_some());
+    assert_eq!(second.json()["content"], first.json()["content"]);
+    assert_eq!(second.json()["model"], "claude-sonnet-4-5");
+    assert_eq!(mock.calls(), 1, "the hit never reached the upstream");
+
+    // Another caller's identical request is not served from alice's entry.
+    let bob = post_json(
+        &proxy.url("/v1/messages"),
+        &[("x-api-key", "bob-key")],
+        &request,
+    )
+    .await;
+    assert_eq!(bob.header("x-cache"), Some("MISS"));
+    assert_eq!(mock.calls(), 2);
+
+    // The OpenAI passthrough route has its own namespace and is cached too.
+    let openai = openai_request("cache me through the proxy");
+    let miss = post_json(&proxy.url("/v1/chat/completions"), &alice, &openai).await;
+    let hit = post_json(&proxy.url("/v1/chat/completions"), &alice, &openai).await;
+    assert_eq!(
+        (miss.header("x-cache"), hit.header("x-cache")),
+        (Some("MISS"), Some("HIT"))
+    );
+    assert_eq!(mock.calls(), 3);
+}
+
+#[tokio::test]
+async fn cache_ttl_secs_is_honoured_and_never_sent_upstream() {
+    let mock = MockUpstream::start().await;
+    mock.set_default(Reply::json(chat_completion_json("ok", "stop", usage(1, 1))));
+    let proxy = start_for(&mock, &[]).await;
+    let mut request = anthropic_request("ttl through the proxy");
+    request["cache_ttl_secs"] = json!(0);
+    for _ in 0..2 {
+        let answer = post_json(&proxy.url("/v1/messages"), &[], &request).await;
+        assert_eq!(answer.header("x-cache"), Some("BYPASS"));
+    }
+    assert_eq!(mock.calls(), 2);
+    assert!(mock.last_request().body.get("cache_ttl_secs").is_none());
+
+    request["cache_ttl_secs"] = json!(-5);
+    let answer = post_json(&proxy.url("/v1/messages"), &[], &request).await;
+    assert_anthropic_error(&answer, 400, "invalid_request_error");
+    assert!(
+        answer.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cache_ttl_secs"))
+    );
+    assert_eq!(mock.calls(), 2, "an invalid TTL never reaches the upstream");
+}
+
+#[tokio::test]
+async fn cache_can_be_switched_off() {
+    let mock = MockUpstream::start().await;
+    mock.set_default(Reply::json(chat_completion_json(
+        "fresh",
+        "stop",
+        usage(1, 1),
+    )));
+    let proxy = start_for(&mock, &[("CACHE_ENABLED", "false")]).await;
+    let request = anthropic_request("never cached");
+    for _ in 0..2 {
+        let answer = post_json(&proxy.url("/v1/messages"), &[], &request).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.header("x-cache"), None);
+    }
+    assert_eq!(mock.calls(), 2);
+}
+
+#[tokio::test]
+async fn two_proxies_share_one_redis() {
+    let Some(redis) = common_redis::TestRedis::get("two_proxies_share_one_redis") else {
+        return;
+    };
+    let mock = MockUpstream::start().await;
+    mock.set_default(Reply::json(chat_completion_json(
+        "shared",
+        "stop",
+        usage(3, 1),
+    )));
+    let env = [("REDIS_URL", redis.url.as_str())];
+    let a = start_for(&mock, &env).await;
+    let b = start_for(&mock, &env).await;
+    let health = get(&a.url("/health"), &[]).await;
+    assert_eq!(health.json()["redis"], "up");
+
+    let request = anthropic_request(&format!("shared across replicas {}", std::process::id()));
+    let through_a = post_json(&a.url("/v1/messages"), &[("x-api-key", "k")], &request).await;
+    assert_eq!(through_a.header("x-cache"), Some("MISS"));
+    // The write to Redis finishes in the background: wait for B to see it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let through_b = loop {
+        let answer = post_json(&b.url("/v1/messages"), &[("x-api-key", "k")], &request).await;
+        if answer.header("x-cache") == Some("HIT") || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        through_b.header("x-cache"),
+        Some("HIT"),
+        "B is served from Redis"
+    );
+    assert_eq!(through_b.json()["content"], through_a.json()["content"]);
+    assert_eq!(mock.calls(), 1, "the upstream was called exactly once");
+}
+
+#[tokio::test]
+async fn a_redis_outage_is_not_a_client_error() {
+    let Some(mut server) = common_redis::RedisServer::start("a_redis_outage_is_not_a_client_error")
+    else {
+        return;
+    };
+    let mock = MockUpstream::start().await;
+    mock.set_default(Reply::json(chat_completion_json(
+        "still here",
+        "stop",
+        usage(1, 1),
+    )));
+    let url = server.url();
+    let proxy = start_for(&mock, &[("REDIS_URL", url.as_str())]).await;
+    server.stop();
+    for i in 0..5 {
+        let started = Instant::now();
+        let answer = post_json(
+            &proxy.url("/v1/messages"),
+            &[],
+            &anthropic_request(&format!("outage {i}")),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "bounded by the Redis timeout"
+        );
+    }
+    let health = get(&proxy.url("/health"), &[]).await;
+    assert_eq!(health.status, 200);
+    assert_eq!(health.json()["status"], "ok");
+    assert_eq!(health.json()["redis"], "down");
 }

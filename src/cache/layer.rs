@@ -1,0 +1,188 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use super::inflight::Inflight;
+use super::service::ResponseCache;
+use super::{CacheBackend, CacheConfig, MemoryCache};
+
+/// Default request body limit: 32 MiB.
+const DEFAULT_BODY_LIMIT: usize = 32 << 20;
+/// Default largest response stored: 8 MiB.
+const DEFAULT_MAX_ENTRY_BYTES: usize = 8 << 20;
+/// Default time a coalesced request waits for the one doing the work.
+const DEFAULT_COALESCE_WAIT: Duration = Duration::from_secs(60);
+
+/// Puts a response cache in front of a service; see the [module docs](super).
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_llm_bridge::cache::{MemoryCache, ResponseCacheLayer};
+///
+/// let layer = ResponseCacheLayer::new(MemoryCache::new(1_000))
+///     .default_ttl_secs(600)
+///     .backend_name("openai")
+///     .coalesce_wait(Duration::from_secs(30));
+/// assert_eq!(layer.get_default_ttl_secs(), 600);
+/// ```
+pub struct ResponseCacheLayer<B> {
+    config: Config<B>,
+}
+
+/// Everything a [`ResponseCache`] service needs, shared by all its clones.
+pub(crate) struct Config<B> {
+    pub(crate) backend: Arc<B>,
+    pub(crate) backend_name: Arc<str>,
+    pub(crate) default_ttl_secs: u64,
+    pub(crate) body_limit: usize,
+    pub(crate) max_entry_bytes: usize,
+    pub(crate) coalesce: bool,
+    pub(crate) coalesce_wait: Duration,
+    pub(crate) inflight: Arc<Inflight>,
+}
+
+impl<B> Clone for Config<B> {
+    fn clone(&self) -> Self {
+        Self {
+            backend: Arc::clone(&self.backend),
+            backend_name: Arc::clone(&self.backend_name),
+            default_ttl_secs: self.default_ttl_secs,
+            body_limit: self.body_limit,
+            max_entry_bytes: self.max_entry_bytes,
+            coalesce: self.coalesce,
+            coalesce_wait: self.coalesce_wait,
+            inflight: Arc::clone(&self.inflight),
+        }
+    }
+}
+
+impl<B> fmt::Debug for Config<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("backend", &std::any::type_name::<B>())
+            .field("backend_name", &self.backend_name)
+            .field("default_ttl_secs", &self.default_ttl_secs)
+            .field("body_limit", &self.body_limit)
+            .field("max_entry_bytes", &self.max_entry_bytes)
+            .field("coalesce", &self.coalesce)
+            .field("coalesce_wait", &self.coalesce_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: CacheBackend> ResponseCacheLayer<B> {
+    /// A layer storing into `backend`, with the defaults: TTL 300 s, request bodies up to
+    /// 32 MiB, responses up to 8 MiB stored, backend name `default`, coalescing on with a
+    /// 60 s wait.
+    pub fn new(backend: B) -> Self {
+        Self::with_shared_backend(Arc::new(backend))
+    }
+
+    /// Like [`new`](Self::new), for a backend also used elsewhere (metrics, a second layer).
+    pub fn with_shared_backend(backend: Arc<B>) -> Self {
+        Self {
+            config: Config {
+                backend,
+                backend_name: Arc::from("default"),
+                default_ttl_secs: CacheConfig::default().ttl_secs,
+                body_limit: DEFAULT_BODY_LIMIT,
+                max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
+                coalesce: true,
+                coalesce_wait: DEFAULT_COALESCE_WAIT,
+                inflight: Arc::default(),
+            },
+        }
+    }
+
+    /// TTL of entries whose request has no `cache_ttl_secs`. `0` stores only requests that
+    /// ask for it with their own `cache_ttl_secs`.
+    #[must_use]
+    pub fn default_ttl_secs(mut self, secs: u64) -> Self {
+        self.config.default_ttl_secs = secs;
+        self
+    }
+
+    /// Largest request body read; larger ones get `413 request_too_large`.
+    #[must_use]
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.config.body_limit = bytes;
+        self
+    }
+
+    /// Largest response body stored; larger ones are passed through but not stored.
+    #[must_use]
+    pub fn max_entry_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_entry_bytes = bytes;
+        self
+    }
+
+    /// The backend's name, part of every key: services in front of different upstreams must
+    /// use different names when they share a cache backend.
+    #[must_use]
+    pub fn backend_name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.config.backend_name = name.into();
+        self
+    }
+
+    /// Whether concurrent identical misses wait for one inner call (default `true`).
+    #[must_use]
+    pub fn coalesce(mut self, on: bool) -> Self {
+        self.config.coalesce = on;
+        self
+    }
+
+    /// How long a coalesced request waits before calling the inner service itself.
+    ///
+    /// The bound uses Tokio's timer: inside a Tokio runtime it must have time enabled (as
+    /// `#[tokio::main]` has). Under another executor there is no timer, and a waiting request
+    /// waits for the one it follows to finish or fail.
+    #[must_use]
+    pub fn coalesce_wait(mut self, wait: Duration) -> Self {
+        self.config.coalesce_wait = wait;
+        self
+    }
+
+    /// The default TTL in seconds.
+    pub fn get_default_ttl_secs(&self) -> u64 {
+        self.config.default_ttl_secs
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<B> {
+        &self.config.backend
+    }
+}
+
+impl Default for ResponseCacheLayer<MemoryCache> {
+    /// A [`MemoryCache`] and TTL from [`CacheConfig::default`].
+    fn default() -> Self {
+        let config = CacheConfig::default();
+        Self::new(MemoryCache::from_config(&config)).default_ttl_secs(config.ttl_secs)
+    }
+}
+
+impl<B> Clone for ResponseCacheLayer<B> {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<B> fmt::Debug for ResponseCacheLayer<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseCacheLayer")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S, B> Layer<S> for ResponseCacheLayer<B> {
+    type Service = ResponseCache<S, B>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ResponseCache::from_config(inner, Arc::new(self.config.clone()))
+    }
+}

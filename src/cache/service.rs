@@ -1,0 +1,454 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, request};
+use http_body::Body;
+use http_body_util::{Either, Full};
+use serde_json::Value;
+use tower_service::Service;
+
+use super::body::{Recorder, ResponseBody};
+use super::future::ResponseFuture;
+use super::inflight::Join;
+use super::layer::{Config, ResponseCacheLayer};
+use super::{
+    CacheBackend, CacheEntry, CacheNamespace, CacheScope, CallerIdentity, cache_key_for_request,
+    parse_cache_ttl,
+};
+use crate::BoxError;
+use crate::error::ApiError;
+use crate::parsed::{ParsedBody, collect_limited};
+
+const X_CACHE: &str = "x-cache";
+/// Response headers replayed on a hit; everything else is specific to the original exchange.
+const STORED_HEADERS: [&str; 2] = ["content-type", "x-llm-bridge-degraded"];
+
+/// Middleware answering repeated requests from a cache; see the [module docs](super).
+///
+/// The inner service receives `POST /v1/messages` and `POST /v1/chat/completions` with the
+/// body already read (`Either::Left`, a [`ParsedBody`] in the extensions, `cache_ttl_secs`
+/// removed) and every other request untouched (`Either::Right`).
+pub struct ResponseCache<S, B> {
+    inner: S,
+    config: Arc<Config<B>>,
+}
+
+impl<S, B> ResponseCache<S, B> {
+    pub(crate) fn from_config(inner: S, config: Arc<Config<B>>) -> Self {
+        Self { inner, config }
+    }
+
+    /// A layer wrapping services with a cache in `backend`.
+    pub fn layer(backend: B) -> ResponseCacheLayer<B>
+    where
+        B: CacheBackend,
+    {
+        ResponseCacheLayer::new(backend)
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, B> Clone for ResponseCache<S, B> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<S: fmt::Debug, B> fmt::Debug for ResponseCache<S, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseCache")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl<S, B, ReqBody, ResBody> Service<Request<ReqBody>> for ResponseCache<S, B>
+where
+    S: Service<Request<Either<Full<Bytes>, ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: CacheBackend,
+    ReqBody: Body + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body + Send + 'static,
+{
+    type Response = Response<ResponseBody<ResBody, B>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error, B>;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let Some(ns) = route(&req) else {
+            let (parts, body) = req.into_parts();
+            let req = Request::from_parts(parts, Either::Right(body));
+            return ResponseFuture::passthrough(self.inner.call(req));
+        };
+        // The ready service goes into the future; `self` keeps a fresh clone.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let config = Arc::clone(&self.config);
+        ResponseFuture::cached(Box::pin(handle(inner, config, ns, req)))
+    }
+}
+
+/// Which cacheable endpoint a request is for. The query string does not matter.
+fn route<T>(req: &Request<T>) -> Option<CacheNamespace> {
+    if req.method() != Method::POST {
+        return None;
+    }
+    match req.uri().path() {
+        "/v1/messages" => Some(CacheNamespace::Anthropic),
+        "/v1/chat/completions" => Some(CacheNamespace::OpenAI),
+        _ => None,
+    }
+}
+
+/// What a cacheable (not bypassed) request will be stored under.
+struct Plan {
+    key: String,
+    model: String,
+    ttl_secs: u64,
+}
+
+async fn handle<S, B, ReqBody, ResBody>(
+    mut inner: S,
+    config: Arc<Config<B>>,
+    ns: CacheNamespace,
+    req: Request<ReqBody>,
+) -> Result<Response<ResponseBody<ResBody, B>>, S::Error>
+where
+    S: Service<Request<Either<Full<Bytes>, ReqBody>>, Response = Response<ResBody>>,
+    B: CacheBackend,
+    ReqBody: Body,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: Body,
+{
+    let (parts, body) = req.into_parts();
+    let bytes = match collect_limited(body, config.body_limit).await {
+        Ok(bytes) => bytes,
+        Err(err) => return Ok(error_response(ns, err.into())),
+    };
+    let parsed = match ParsedBody::parse(bytes) {
+        Ok(parsed) if parsed.json().is_object() => parsed,
+        Ok(_) => {
+            let err = ApiError::invalid_request("request body must be a JSON object");
+            return Ok(error_response(ns, err));
+        }
+        Err(err) => {
+            let err = ApiError::invalid_request(format!("request body is not valid JSON: {err}"));
+            return Ok(error_response(ns, err));
+        }
+    };
+    let ttl = match parse_cache_ttl(parsed.json()) {
+        Ok(ttl) => ttl,
+        Err(message) => return Ok(error_response(ns, ApiError::invalid_request(message))),
+    };
+
+    let directives = Directives::from_headers(&parts.headers);
+    let streaming = parsed.json().get("stream").and_then(Value::as_bool) == Some(true);
+    let plan = if streaming || ttl == Some(0) || directives.no_store {
+        None
+    } else {
+        // The key covers the request as sent, `cache_ttl_secs` included (as in the seed).
+        let identity = parts
+            .extensions
+            .get::<CallerIdentity>()
+            .cloned()
+            .unwrap_or_else(|| CallerIdentity::from_headers(&parts.headers));
+        let scope = CacheScope {
+            backend_name: &config.backend_name,
+            auth_identity: identity.as_str(),
+        };
+        let json = parsed.json();
+        Some(Plan {
+            key: cache_key_for_request(json, ns, &scope),
+            model: json
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            ttl_secs: ttl.unwrap_or(config.default_ttl_secs),
+        })
+    };
+    let parsed = without_cache_ttl(parsed);
+
+    let Some(plan) = plan else {
+        let res = inner.call(forward(parts, parsed)).await?;
+        let mut res = res.map(|body| ResponseBody::inner(body, None));
+        res.headers_mut()
+            .insert(X_CACHE, HeaderValue::from_static("BYPASS"));
+        return Ok(res);
+    };
+
+    let mut guard = None;
+    if !directives.no_cache {
+        // Nothing will be stored with a zero TTL, so there is nothing to wait for either.
+        if config.coalesce && plan.ttl_secs > 0 {
+            match config.inflight.join(&plan.key) {
+                Join::Leader(mut leader) => {
+                    if let Some(entry) = config.backend.get(&plan.key).await {
+                        leader.publish(entry.clone());
+                        return Ok(hit(&plan.key, entry));
+                    }
+                    guard = Some(leader);
+                }
+                Join::Follower(follower) => {
+                    if let Some(entry) = follower.wait(config.coalesce_wait).await {
+                        return Ok(hit(&plan.key, entry));
+                    }
+                    // The leader had nothing to share (or was too slow): go ourselves.
+                }
+            }
+        } else if let Some(entry) = config.backend.get(&plan.key).await {
+            return Ok(hit(&plan.key, entry));
+        }
+    }
+
+    tracing::debug!(key = %plan.key, "cache miss");
+    // An inner error drops `guard`, which releases the coalesced requests.
+    let res = inner.call(forward(parts, parsed)).await?;
+    let (mut res_parts, body) = res.into_parts();
+    res_parts
+        .headers
+        .insert(X_CACHE, HeaderValue::from_static("MISS"));
+    let recorder =
+        is_cacheable(&res_parts, &body, plan.ttl_secs, config.max_entry_bytes).then(|| Recorder {
+            backend: Arc::clone(&config.backend),
+            key: plan.key,
+            status: res_parts.status,
+            headers: stored_headers(&res_parts.headers),
+            model: plan.model,
+            ttl_secs: plan.ttl_secs,
+            max_bytes: config.max_entry_bytes,
+            guard,
+            slot_hold: config.coalesce_wait,
+            chunks: Vec::new(),
+            len: 0,
+        });
+    Ok(Response::from_parts(
+        res_parts,
+        ResponseBody::inner(body, recorder),
+    ))
+}
+
+/// The request as it goes inward: the (possibly rewritten) bytes as a full body, the parsed
+/// form in the extensions.
+fn forward<ReqBody>(
+    mut parts: request::Parts,
+    parsed: ParsedBody,
+) -> Request<Either<Full<Bytes>, ReqBody>> {
+    let bytes = parsed.bytes().clone();
+    // The body is now a known-length buffer, whatever framing the client used.
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    parts.extensions.insert(parsed);
+    Request::from_parts(parts, Either::Left(Full::new(bytes)))
+}
+
+/// Removes `cache_ttl_secs`, which is ours and never goes upstream. Re-serializes only when
+/// the field was there.
+fn without_cache_ttl(parsed: ParsedBody) -> ParsedBody {
+    if parsed.json().get("cache_ttl_secs").is_none() {
+        return parsed;
+    }
+    let (_, mut json) = parsed.into_parts();
+    if let Value::Object(map) = &mut json {
+        // `retain` keeps the order of the other fields, with or without `preserve_order`.
+        map.retain(|key, _| key != "cache_ttl_secs");
+    }
+    ParsedBody::from_json(json)
+}
+
+fn is_cacheable<ResBody: Body>(
+    parts: &http::response::Parts,
+    body: &ResBody,
+    ttl_secs: u64,
+    max_entry_bytes: usize,
+) -> bool {
+    let encoded = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|enc| enc != "identity");
+    ttl_secs > 0
+        && parts.status.is_success()
+        // A range is not the whole answer.
+        && parts.status != StatusCode::PARTIAL_CONTENT
+        // Stored bodies are replayed without content-encoding: keep only plain ones.
+        && !encoded
+        && body.size_hint().lower() <= max_entry_bytes as u64
+}
+
+fn stored_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for name in STORED_HEADERS {
+        for value in headers.get_all(name) {
+            kept.append(name, value.clone());
+        }
+    }
+    kept
+}
+
+fn hit<ResBody, B>(key: &str, entry: CacheEntry) -> Response<ResponseBody<ResBody, B>> {
+    tracing::debug!(%key, "cache hit");
+    let age = entry.age().as_secs();
+    let mut res = Response::new(ResponseBody::full(entry.response_body));
+    *res.status_mut() = entry.status;
+    *res.headers_mut() = entry.headers;
+    let headers = res.headers_mut();
+    headers.insert(X_CACHE, HeaderValue::from_static("HIT"));
+    headers.insert(header::AGE, HeaderValue::from(age));
+    res
+}
+
+fn error_response<ResBody, B>(
+    ns: CacheNamespace,
+    err: ApiError,
+) -> Response<ResponseBody<ResBody, B>> {
+    match ns {
+        CacheNamespace::Anthropic => err.into_anthropic_response(),
+        CacheNamespace::OpenAI => err.into_openai_response(),
+    }
+}
+
+impl<ResBody, B> From<Bytes> for ResponseBody<ResBody, B> {
+    fn from(bytes: Bytes) -> Self {
+        Self::full(bytes)
+    }
+}
+
+/// The request's `Cache-Control` directives this layer honours.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Directives {
+    no_store: bool,
+    no_cache: bool,
+}
+
+impl Directives {
+    fn from_headers(headers: &HeaderMap) -> Self {
+        let mut directives = Self::default();
+        for value in headers.get_all(header::CACHE_CONTROL) {
+            let Ok(value) = value.to_str() else { continue };
+            for directive in value.split(',') {
+                let name = directive.split('=').next().unwrap_or_default().trim();
+                if name.eq_ignore_ascii_case("no-store") {
+                    directives.no_store = true;
+                } else if name.eq_ignore_ascii_case("no-cache") {
+                    directives.no_cache = true;
+                }
+            }
+        }
+        directives
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_method_and_path_only() {
+        let req = |method: Method, uri: &str| {
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .body(())
+                .expect("req")
+        };
+        assert_eq!(
+            route(&req(Method::POST, "/v1/messages")),
+            Some(CacheNamespace::Anthropic)
+        );
+        assert_eq!(
+            route(&req(Method::POST, "/v1/messages?beta=true")),
+            Some(CacheNamespace::Anthropic)
+        );
+        assert_eq!(
+            route(&req(Method::POST, "http://h/v1/chat/completions?x=1")),
+            Some(CacheNamespace::OpenAI)
+        );
+        assert_eq!(route(&req(Method::GET, "/v1/messages")), None);
+        assert_eq!(route(&req(Method::POST, "/v1/messages/count_tokens")), None);
+        assert_eq!(route(&req(Method::POST, "/v1/models")), None);
+    }
+
+    #[test]
+    fn cache_control_directives() {
+        let parse = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(header::CACHE_CONTROL, HeaderValue::from_static(v));
+            }
+            Directives::from_headers(&headers)
+        };
+        assert_eq!(parse(&[]), Directives::default());
+        assert!(parse(&["No-Store"]).no_store);
+        assert!(parse(&["max-age=0, no-cache"]).no_cache);
+        assert!(!parse(&["max-age=0, no-cache"]).no_store);
+        let both = parse(&["private", "no-cache, no-store"]);
+        assert!(both.no_cache && both.no_store);
+        assert_eq!(parse(&["no-transform, max-stale=5"]), Directives::default());
+    }
+
+    #[test]
+    fn only_the_ttl_field_is_removed_and_order_is_kept() {
+        let parsed = ParsedBody::parse(Bytes::from_static(
+            br#"{"z":1,"cache_ttl_secs":5,"a":{"cache_ttl_secs":1},"m":2}"#,
+        ))
+        .expect("json");
+        let stripped = without_cache_ttl(parsed);
+        let text = std::str::from_utf8(stripped.bytes()).expect("utf8");
+        assert!(!text.starts_with(r#"{"cache_ttl_secs""#));
+        assert_eq!(stripped.json().get("cache_ttl_secs"), None);
+        assert_eq!(stripped.json()["a"]["cache_ttl_secs"], 1);
+        #[cfg(feature = "serde-json-preserve-order")]
+        assert_eq!(text, r#"{"z":1,"a":{"cache_ttl_secs":1},"m":2}"#);
+
+        // Untouched when absent: same bytes, no re-serialization.
+        let raw = Bytes::from_static(br#"{ "model" : "m" }"#);
+        let parsed = ParsedBody::parse(raw.clone()).expect("json");
+        assert_eq!(without_cache_ttl(parsed).bytes(), &raw);
+    }
+
+    #[test]
+    fn only_replayable_headers_are_stored() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        headers.insert("x-llm-bridge-degraded", HeaderValue::from_static("top_k"));
+        headers.insert("set-cookie", HeaderValue::from_static("s=1"));
+        headers.insert("request-id", HeaderValue::from_static("req_1"));
+        let kept = stored_headers(&headers);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept["x-llm-bridge-degraded"], "top_k");
+    }
+}
