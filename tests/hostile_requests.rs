@@ -908,7 +908,12 @@ async fn a_body_sent_one_byte_per_second_times_out_with_408_and_a_close() {
     let mock = MockUpstream::start().await;
     let proxy = start_for(&mock, &[("BODY_READ_TIMEOUT_SECS", "1")]).await;
     let body = base().to_string().into_bytes();
-    for (name, head) in [
+    // The chunked case must drip a well-formed chunked body: raw JSON bytes would be an
+    // invalid chunk size (a 400 racing the 408 timer).
+    let mut chunked = format!("{:x}\r\n", body.len()).into_bytes();
+    chunked.extend_from_slice(&body);
+    chunked.extend_from_slice(b"\r\n0\r\n\r\n");
+    for (name, head, bytes) in [
         (
             "content-length",
             post_head(
@@ -918,6 +923,7 @@ async fn a_body_sent_one_byte_per_second_times_out_with_408_and_a_close() {
                     &format!("content-length: {}", body.len()),
                 ],
             ),
+            body.clone(),
         ),
         (
             "chunked",
@@ -928,13 +934,14 @@ async fn a_body_sent_one_byte_per_second_times_out_with_408_and_a_close() {
                     "transfer-encoding: chunked",
                 ],
             ),
+            chunked,
         ),
     ] {
         let raw = raw_exchange(
             proxy.addr,
             &head,
             BodyPlan::Drip {
-                bytes: body.clone(),
+                bytes,
                 every: Duration::from_secs(1),
             },
             Duration::from_secs(5),
