@@ -9,9 +9,9 @@ mod proxy;
 
 mod common;
 mod common_redis;
+mod proxy_support;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,52 +20,18 @@ use common::*;
 use http::{Method, Request};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
+use proxy_support::{
+    UPSTREAM_KEY, anthropic_request, assert_anthropic_error, config_for, start, start_for,
+};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-const UPSTREAM_KEY: &str = "sk-upstream-e2e-secret-4242";
 const PROXY_KEY: &str = "proxy-key-e2e-secret-7373";
 
 // ---------------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------------
-
-/// A proxy served on `127.0.0.1:0`; aborted when dropped, or stopped with [`Running::stop`].
-struct Running {
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), tower_llm_bridge::BoxError>>>,
-}
-
-impl Running {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Sends the shutdown signal and waits (bounded) for `serve` to return.
-    async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let task = self.task.take().expect("running");
-        tokio::time::timeout(WAIT, task)
-            .await
-            .expect("serve did not return after shutdown")
-            .expect("serve task panicked")
-            .expect("serve failed");
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(task) = &self.task {
-            task.abort();
-        }
-    }
-}
 
 fn parse_config(env: &[(&str, &str)], args: &[&str]) -> Result<proxy::Config, String> {
     let env: HashMap<String, String> = env
@@ -81,59 +47,9 @@ fn parse_config(env: &[(&str, &str)], args: &[&str]) -> Result<proxy::Config, St
     }
 }
 
-/// The configuration for a proxy in front of `mock`, plus `extra` variables.
-fn config_for(mock: &MockUpstream, extra: &[(&str, &str)]) -> proxy::Config {
-    let base = mock.base_url();
-    let mut env = vec![
-        ("OPENAI_BASE_URL", base.as_str()),
-        ("OPENAI_API_KEY", UPSTREAM_KEY),
-        ("UPSTREAM_TIMEOUT_SECS", "5"),
-    ];
-    env.extend_from_slice(extra);
-    parse_config(&env, &[]).expect("valid config")
-}
-
-async fn start(config: proxy::Config) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-    let addr = listener.local_addr().expect("proxy addr");
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(proxy::serve(listener, config, async move {
-        let _ = rx.await;
-    }));
-    Running {
-        addr,
-        shutdown: Some(tx),
-        task: Some(task),
-    }
-}
-
-async fn start_for(mock: &MockUpstream, extra: &[(&str, &str)]) -> Running {
-    start(config_for(mock, extra)).await
-}
-
 /// An OpenAI request whose content makes it unique (so no cache can answer it).
 fn openai_request(content: &str) -> Value {
     json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}]})
-}
-
-/// An Anthropic request, unique by content.
-fn anthropic_request(content: &str) -> Value {
-    json!({"model": "claude-sonnet-4-5", "max_tokens": 64,
-           "messages": [{"role": "user", "content": content}]})
-}
-
-fn assert_anthropic_error(answer: &Answer, status: u16, kind: &str) {
-    assert_eq!(answer.status, status, "{}", answer.text());
-    let body = answer.json();
-    assert_eq!(body["type"], "error", "{body}");
-    assert_eq!(body["error"]["type"], kind, "{body}");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty())
-    );
-    assert_eq!(answer.header("content-type"), Some("application/json"));
-    assert!(answer.header("request-id").is_some());
 }
 
 fn assert_openai_error(answer: &Answer, status: u16) -> String {
