@@ -197,12 +197,18 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         tune_accepted(&stream);
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()))
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, app, watcher) = (builder.clone(), app.clone(), graceful.watcher());
+        let first_bytes_timeout = config.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
+            if let Some(limit) = first_bytes_timeout
+                && !protocol_known_within(&stream, limit).await
+            {
+                tracing::debug!("closing a connection that sent no request in time");
+                return;
+            }
+            let conn =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+            if let Err(err) = watcher.watch(conn).await {
                 tracing::debug!(%err, "connection ended with an error");
             }
         });
@@ -220,6 +226,27 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Waits, at most `limit`, until the client has sent enough to tell HTTP/1 from HTTP/2: a
+/// byte that differs from the HTTP/2 preface, or the whole preface. hyper's header read
+/// timeout only starts once the protocol is known, so without this a client that connects and
+/// sends nothing (or half a preface) holds a descriptor and a task forever.
+async fn protocol_known_within(stream: &tokio::net::TcpStream, limit: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut buf = [0u8; PREFACE.len()];
+    tokio::time::timeout(limit, async {
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
+                // A prefix of the preface: the rest is on its way (or never comes).
+                Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Socket options for an accepted connection.
@@ -261,6 +288,7 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
             models: model_list(config),
             proxy_api_keys: config.proxy_api_keys.clone(),
             body_limit: config.body_limit,
+            body_read_timeout: config.body_read_timeout,
         }),
     };
     Ok(ServiceBuilder::new()
@@ -414,6 +442,7 @@ struct Shared {
     models: Vec<ModelInfo>,
     proxy_api_keys: Option<Vec<Secret>>,
     body_limit: usize,
+    body_read_timeout: Option<Duration>,
 }
 
 /// Which error shape the client of a route understands.
@@ -521,6 +550,16 @@ impl Router {
         parts.headers.remove("x-api-key");
         parts.headers.remove(header::AUTHORIZATION);
 
+        if parts.method == Method::POST
+            && matches!(
+                path,
+                "/v1/messages" | "/v1/messages/count_tokens" | "/v1/chat/completions"
+            )
+            && let Some(err) = unsupported_content_type(&parts.headers)
+        {
+            return flavor.error(err);
+        }
+
         match (&parts.method, path) {
             (&Method::GET, "/v1/models") => self.list_models(parts.uri.query()),
             (&Method::GET, p) if p.starts_with("/v1/models/") => {
@@ -535,15 +574,15 @@ impl Router {
                 }
             }
             (&Method::POST, "/v1/messages/count_tokens") => {
-                match collect_limited(body, self.shared.body_limit).await {
+                match read_body(body, &self.shared).await {
                     Ok(bytes) => count_tokens(&bytes),
-                    Err(err) => flavor.error(err.into()),
+                    Err(err) => body_error(flavor, err, parts.version),
                 }
             }
             (&Method::POST, "/v1/messages" | "/v1/chat/completions") => {
                 // Collected here under the limit so that every route answers 413 the same
                 // way; the first layer that needs the JSON parses these bytes once.
-                match collect_limited(body, self.shared.body_limit).await {
+                match read_body(body, &self.shared).await {
                     Ok(bytes) => {
                         let req = Request::from_parts(parts, Full::new(bytes));
                         match self.llm.oneshot(req).await {
@@ -551,7 +590,7 @@ impl Router {
                             Err(never) => match never {},
                         }
                     }
-                    Err(err) => flavor.error(err.into()),
+                    Err(err) => body_error(flavor, err, parts.version),
                 }
             }
             _ => flavor.error(ApiError::not_found(&format!("{} {path}", parts.method))),
@@ -612,6 +651,64 @@ impl Router {
     }
 }
 
+/// Collects a request body under the size limit and within the body read timeout: a
+/// client that sends its body slowly (slowloris) gets a 408 instead of holding a
+/// connection and a task forever. The header read timeout does not cover the body.
+async fn read_body<B>(body: B, shared: &Shared) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let collect = collect_limited(body, shared.body_limit);
+    let Some(limit) = shared.body_read_timeout else {
+        return collect.await.map_err(Into::into);
+    };
+    match tokio::time::timeout(limit, collect).await {
+        Ok(collected) => collected.map_err(Into::into),
+        Err(_elapsed) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!(
+                "the request body did not arrive within {} s",
+                limit.as_secs()
+            ),
+        )),
+    }
+}
+
+/// `415` for a body declared as something other than JSON. A missing `content-type` is
+/// accepted (some clients omit it); a form or `text/plain` body is refused, which also keeps
+/// browsers' cross-site "simple" requests (no CORS preflight) from reaching the upstream.
+fn unsupported_content_type(headers: &HeaderMap) -> Option<ApiError> {
+    let value = headers.get(header::CONTENT_TYPE)?;
+    let essence = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some("application/json") => None,
+        Some(media) if media.starts_with("application/") && media.ends_with("+json") => None,
+        _ => Some(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "content-type: must be application/json",
+        )),
+    }
+}
+
+/// The answer to a body that could not be read. After a body timeout the rest of the body
+/// may still be on its way: an HTTP/1 connection is closed rather than reused.
+fn body_error(flavor: Flavor, err: ApiError, version: Version) -> Response<ProxyBody> {
+    let timed_out = err.status() == StatusCode::REQUEST_TIMEOUT;
+    let mut res = flavor.error(err);
+    if timed_out && version < Version::HTTP_2 {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
 fn count_tokens(bytes: &[u8]) -> Response<ProxyBody> {
     let body: Value = match serde_json::from_slice(bytes) {
         Ok(body) => body,
@@ -655,7 +752,9 @@ fn authenticate<'h>(keys: &[Secret], headers: &'h HeaderMap) -> Option<&'h str> 
     })
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Whether `a == b`, in time that depends on the length only, never on where the first
+/// difference is (a length mismatch returns at once: key lengths are not secret).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -1103,6 +1202,9 @@ pub struct Config {
     pub body_limit: usize,
     /// How long a client may take to send the request head (HTTP/1); `None` disables it.
     pub header_read_timeout: Option<Duration>,
+    /// How long a client may take to send the request body once the head arrived (408
+    /// after it); `None` disables it.
+    pub body_read_timeout: Option<Duration>,
     /// How long open requests may run on after a shutdown signal.
     pub shutdown_grace: Duration,
     /// A `tracing_subscriber::EnvFilter` directive such as `info` or `tower_llm_bridge=debug`.
@@ -1233,6 +1335,13 @@ const SETTINGS: &[Setting] = &[
         default: Some("30"),
         secret: false,
         help: "seconds a client may take to send request headers (0 = no limit)",
+    },
+    Setting {
+        flag: Some("--body-read-timeout-secs"),
+        env: &["BODY_READ_TIMEOUT_SECS"],
+        default: Some("30"),
+        secret: false,
+        help: "seconds a client may take to send the request body (then 408; 0 = no limit)",
     },
     Setting {
         flag: Some("--shutdown-grace-secs"),
@@ -1485,6 +1594,12 @@ impl Config {
                 .map(|secs| (secs > 0).then(|| Duration::from_secs(secs)))
                 .map_err(|_| "not a whole number of seconds".to_owned())
         })?;
+        let body_read_timeout = raw.parse("BODY_READ_TIMEOUT_SECS", |v| {
+            v.trim()
+                .parse::<u64>()
+                .map(|secs| (secs > 0).then(|| Duration::from_secs(secs)))
+                .map_err(|_| "not a whole number of seconds".to_owned())
+        })?;
         let shutdown_grace = Duration::from_secs(raw.parse("SHUTDOWN_GRACE_SECS", |v| {
             v.trim()
                 .parse::<u64>()
@@ -1534,6 +1649,7 @@ impl Config {
             upstream_timeout,
             body_limit,
             header_read_timeout,
+            body_read_timeout,
             shutdown_grace,
             log_filter,
             cache,

@@ -15,6 +15,7 @@
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body;
@@ -90,13 +91,19 @@ pub enum CollectError {
     },
     /// The body stream failed (client vanished, bad chunked encoding, read timeout, …).
     Body(BoxError),
+    /// Nothing arrived for this long.
+    Idle {
+        /// The idle timeout that ran out.
+        after: Duration,
+    },
 }
 
 impl std::fmt::Display for CollectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::TooLarge { limit } => write!(f, "request body is larger than {limit} bytes"),
-            Self::Body(err) => write!(f, "failed to read request body: {err}"),
+            Self::TooLarge { limit } => write!(f, "body is larger than {limit} bytes"),
+            Self::Body(err) => write!(f, "failed to read body: {err}"),
+            Self::Idle { after } => write!(f, "nothing arrived for {} ms", after.as_millis()),
         }
     }
 }
@@ -110,6 +117,11 @@ impl From<CollectError> for crate::error::ApiError {
             CollectError::Body(err) => {
                 Self::invalid_request(format!("failed to read request body: {err}"))
             }
+            CollectError::Idle { after } => Self::new(
+                http::StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                format!("request body stalled for {} ms", after.as_millis()),
+            ),
         }
     }
 }
@@ -138,6 +150,33 @@ where
     B: Body,
     B::Error: Into<BoxError>,
 {
+    collect_limited_idle(body, limit, None).await
+}
+
+/// [`collect_limited`], failing with [`CollectError::Idle`] when `idle` is set and the body
+/// produces nothing for that long (a peer that sends a head and then stalls).
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// use std::time::Duration;
+/// use tower_llm_bridge::parsed::{collect_limited_idle, CollectError};
+///
+/// let stalled = http_body_util::StreamBody::new(futures_util::stream::pending::<
+///     Result<http_body::Frame<bytes::Bytes>, std::io::Error>,
+/// >());
+/// let got = collect_limited_idle(stalled, 1024, Some(Duration::from_millis(10))).await;
+/// assert!(matches!(got, Err(CollectError::Idle { .. })));
+/// # });
+/// ```
+pub async fn collect_limited_idle<B>(
+    body: B,
+    limit: usize,
+    idle: Option<Duration>,
+) -> Result<Bytes, CollectError>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+{
     let hint = body.size_hint();
     if hint.lower() > limit as u64 {
         return Err(CollectError::TooLarge { limit });
@@ -145,7 +184,14 @@ where
     let mut body = std::pin::pin!(body);
     let mut first: Option<Bytes> = None;
     let mut rest: Option<BytesMut> = None;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let next = match idle {
+            None => body.frame().await,
+            Some(after) => tokio::time::timeout(after, body.frame())
+                .await
+                .map_err(|_elapsed| CollectError::Idle { after })?,
+        };
+        let Some(frame) = next else { break };
         let frame = frame.map_err(|err| CollectError::Body(err.into()))?;
         let Ok(mut data) = frame.into_data() else {
             continue;

@@ -1017,6 +1017,11 @@ async fn api_keys_never_appear_in_logs() {
         .with_ansi(false)
         .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
         .finish();
+    // With a single registered dispatcher, tracing computes a callsite's interest from the
+    // default of whichever thread hits it first: another test's thread (no subscriber) would
+    // disable the proxy's log lines for this test too. A second live dispatcher makes tracing
+    // ask every registered one instead.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let mock = MockUpstream::start().await;

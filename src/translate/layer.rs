@@ -121,7 +121,9 @@ impl AnthropicToOpenAiLayer {
         self
     }
 
-    /// Ends a stream with an `event: error` when the upstream sends nothing for this long.
+    /// Ends a stream with an `event: error` when the upstream sends nothing for this long;
+    /// reading a non-streamed response body that stalls this long fails with `504
+    /// timeout_error` (the response head itself is the inner service's to bound).
     #[must_use]
     pub fn stream_idle_timeout(mut self, timeout: Duration) -> Self {
         self.config_mut().stream_idle_timeout = Some(timeout);

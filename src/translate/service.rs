@@ -1,5 +1,6 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -17,7 +18,7 @@ use super::stream::{StreamConfig, StreamTranslator};
 use crate::BoxError;
 use crate::error::ApiError;
 use crate::ids::new_id;
-use crate::parsed::{ParsedBody, collect_limited};
+use crate::parsed::{CollectError, ParsedBody, collect_limited, collect_limited_idle};
 
 /// The response header listing what a translation could not carry over.
 pub const DEGRADED_HEADER: HeaderName = HeaderName::from_static("x-llm-bridge-degraded");
@@ -151,7 +152,8 @@ where
 
     let (res_parts, res_body) = res.into_parts();
     if !res_parts.status.is_success() {
-        let bytes = collect_limited(res_body, ERROR_BODY_LIMIT)
+        // The status is known: a body that fails or stalls only costs the upstream's message.
+        let bytes = read_upstream_body(res_body, ERROR_BODY_LIMIT, config.stream_idle_timeout)
             .await
             .unwrap_or_default();
         let err = translate_error(
@@ -179,14 +181,12 @@ where
         return Ok(res);
     }
 
-    let bytes = match collect_limited(res_body, config.response_limit).await {
-        Ok(bytes) => bytes,
-        Err(err) => {
-            return Ok(error_response(ApiError::bad_gateway(format!(
-                "upstream response could not be read: {err}"
-            ))));
-        }
-    };
+    let bytes =
+        match read_upstream_body(res_body, config.response_limit, config.stream_idle_timeout).await
+        {
+            Ok(bytes) => bytes,
+            Err(err) => return Ok(error_response(err)),
+        };
     let context = ResponseContext {
         client_model: &client_model,
         stop_sequences: &stop_sequences,
@@ -205,6 +205,30 @@ where
         }
         Err(err) => Ok(error_response(err)),
     }
+}
+
+/// Reads a whole upstream body of at most `limit` bytes. With `idle` set, an upstream that
+/// sends nothing for that long fails the read with `504 timeout_error`, as a quiet stream
+/// does: the upstream timeout only covers the response head, and an upstream that sends its
+/// head and then stalls would otherwise hold the request forever.
+async fn read_upstream_body<B>(
+    body: B,
+    limit: usize,
+    idle: Option<Duration>,
+) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    collect_limited_idle(body, limit, idle)
+        .await
+        .map_err(|err| match err {
+            CollectError::Idle { after } => ApiError::gateway_timeout(format!(
+                "the upstream sent nothing for {} ms",
+                after.as_millis()
+            )),
+            other => ApiError::bad_gateway(format!("upstream response could not be read: {other}")),
+        })
 }
 
 async fn read_json<B>(body: B, limit: usize) -> Result<ParsedBody, ApiError>
@@ -273,4 +297,61 @@ fn finish_headers(headers: &mut HeaderMap, degraded: &Degradations) {
 fn error_response<B>(err: ApiError) -> Response<TranslateBody<B>> {
     let res: Response<Bytes> = err.into_anthropic_response();
     res.map(TranslateBody::full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::StreamBody;
+
+    fn frames(parts: &[&'static [u8]]) -> impl Body<Data = Bytes, Error = std::io::Error> {
+        let frames: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> = parts
+            .iter()
+            .map(|part| Ok(http_body::Frame::data(Bytes::from_static(part))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn upstream_bodies_are_read_whole_in_any_framing() {
+        let idle = Some(Duration::from_secs(5));
+        for parts in [
+            &[][..],
+            &[&b""[..]][..],
+            &[&b"{\"a\":1}"[..]][..],
+            &[&b"{\"a\""[..], b"", b":1", b"}"][..],
+            &[&b""[..], b"{\"a\":1}", b""][..],
+        ] {
+            let whole: Vec<u8> = parts.concat();
+            for timeout in [idle, None] {
+                let got = read_upstream_body(frames(parts), 7, timeout)
+                    .await
+                    .expect("fits");
+                assert_eq!(&got[..], &whole[..], "{parts:?}");
+            }
+        }
+        let err = read_upstream_body(frames(&[b"{\"a\"", b":12}"]), 7, idle)
+            .await
+            .expect_err("over the limit");
+        assert_eq!(err.status(), 502);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_upstream_body_times_out_once_idle() {
+        let stalled = StreamBody::new(futures_util::StreamExt::chain(
+            futures_util::stream::iter([Ok::<_, std::io::Error>(http_body::Frame::data(
+                Bytes::from_static(b"{"),
+            ))]),
+            futures_util::stream::pending(),
+        ));
+        let started = tokio::time::Instant::now();
+        let err = read_upstream_body(stalled, 1024, Some(Duration::from_secs(30)))
+            .await
+            .expect_err("stalled");
+        assert_eq!(
+            (err.status().as_u16(), err.error_type()),
+            (504, "timeout_error")
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+    }
 }
