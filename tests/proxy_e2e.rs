@@ -1003,7 +1003,7 @@ async fn api_keys_never_appear_in_logs() {
 }
 
 // At the default `info` level each request is one line carrying method, path, status and
-// latency, without the per-request span (kept at `debug`: it costs ~6% of a small request).
+// latency, without the per-request span (kept at `debug`: ~7% of a small request's CPU).
 #[tokio::test(flavor = "current_thread")]
 async fn info_logs_one_line_per_request_without_a_span() {
     let captured = Captured::default();
