@@ -56,7 +56,7 @@ use tower_llm_bridge::error::ApiError;
 use tower_llm_bridge::parsed::collect_limited;
 use tower_llm_bridge::translate::tokens::estimate_input_tokens;
 use tower_llm_bridge::translate::{
-    AnthropicToOpenAiLayer, MaxTokensCaps, ModelMap, ReasoningModels,
+    AnthropicToOpenAiLayer, MaxTokensCaps, ModelMap, ReasoningModels, remove_client_credentials,
 };
 use tracing::{Span, info, warn};
 
@@ -973,21 +973,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn prepare_upstream_headers(headers: &mut HeaderMap, authorization: Option<&HeaderValue>) {
     strip_hop_by_hop(headers);
     // The client's credentials are for this proxy, never for the upstream.
-    headers.remove("x-api-key");
-    headers.remove(header::AUTHORIZATION);
+    remove_client_credentials(headers);
     headers.remove(header::COOKIE);
     // hyper sets host from the URI and content-length from the (possibly rewritten) body.
     headers.remove(header::HOST);
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::EXPECT);
-    let anthropic: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("anthropic-"))
-        .cloned()
-        .collect();
-    for name in anthropic {
-        headers.remove(name);
-    }
     // Layers above read the answer (translation, cache): it must not come back compressed.
     headers.insert(
         header::ACCEPT_ENCODING,

@@ -99,5 +99,5 @@ pub use layer::{
     AnthropicToOpenAiLayer, DEFAULT_BODY_LIMIT, DEFAULT_RESPONSE_LIMIT, InvalidUpstreamPath,
 };
 pub use request::{Degradations, TranslatedRequest, translate_request};
-pub use service::{AnthropicToOpenAi, DEGRADED_HEADER};
+pub use service::{AnthropicToOpenAi, DEGRADED_HEADER, remove_client_credentials};
 pub use stream::{StreamConfig, StreamStatus, StreamTranslator};

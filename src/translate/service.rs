@@ -244,10 +244,26 @@ where
         .map_err(|err| ApiError::invalid_request(format!("request body is not valid JSON: {err}")))
 }
 
-/// Request headers for the upstream: the new body's type and length; never the client's
-/// Anthropic credentials or `anthropic-*` headers, which mean nothing to (and must not leak
-/// to) an OpenAI backend.
-fn prepare_upstream_headers(headers: &mut HeaderMap, body_len: usize, stream: bool) {
+/// Removes what an Anthropic client sends for Anthropic alone: its credentials (`x-api-key`,
+/// `authorization`) and every `anthropic-*` header. An OpenAI backend must never see them;
+/// the service calling it adds its own key.
+///
+/// ```
+/// use http::HeaderMap;
+/// use tower_llm_bridge::translate::remove_client_credentials;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("x-api-key", "sk-ant-secret".parse().unwrap());
+/// headers.insert("authorization", "Bearer token".parse().unwrap());
+/// headers.insert("anthropic-beta", "x".parse().unwrap());
+/// headers.insert("x-trace", "kept".parse().unwrap());
+/// remove_client_credentials(&mut headers);
+/// assert_eq!(headers.len(), 1);
+/// assert_eq!(headers["x-trace"], "kept");
+/// ```
+pub fn remove_client_credentials(headers: &mut HeaderMap) {
+    headers.remove("x-api-key");
+    headers.remove(header::AUTHORIZATION);
     let anthropic: Vec<HeaderName> = headers
         .keys()
         .filter(|name| name.as_str().starts_with("anthropic-"))
@@ -256,9 +272,15 @@ fn prepare_upstream_headers(headers: &mut HeaderMap, body_len: usize, stream: bo
     for name in anthropic {
         headers.remove(name);
     }
+}
+
+/// Request headers for the upstream: the new body's type and length; never the client's
+/// Anthropic credentials or `anthropic-*` headers, which mean nothing to (and must not leak
+/// to) an OpenAI backend.
+fn prepare_upstream_headers(headers: &mut HeaderMap, body_len: usize, stream: bool) {
+    remove_client_credentials(headers);
     for name in [
         header::HOST,
-        header::AUTHORIZATION,
         header::CONTENT_LENGTH,
         header::TRANSFER_ENCODING,
         header::ACCEPT_ENCODING,
@@ -267,7 +289,6 @@ fn prepare_upstream_headers(headers: &mut HeaderMap, body_len: usize, stream: bo
     ] {
         headers.remove(name);
     }
-    headers.remove("x-api-key");
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
