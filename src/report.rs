@@ -1,0 +1,160 @@
+//! What inner layers tell outer ones about an answer, without either importing the other.
+//!
+//! Layers in this crate only know each other through the HTTP messages that pass between them.
+//! Two facts an outer layer (metrics, logging) wants are cheaper to learn from the layer that
+//! produced them than to re-derive from the bytes:
+//!
+//! - **Token usage.** The translation layers parse the upstream's usage anyway. An outer layer
+//!   puts a [`UsageSlot`] into the *request* extensions; a layer further in that learns the
+//!   final usage of the answer (when a JSON answer is translated, or when a stream's final
+//!   usage arrives) fills it with [`UsageSlot::set`]. The outer layer reads it with
+//!   [`UsageSlot::get`] once the response body has ended; an empty slot means nobody further in
+//!   knew (a cache hit, an untranslated passthrough), and the outer layer reads the usage from
+//!   the body it saw, if it wants it.
+//! - **Which backends were called.** A routing layer puts [`UpstreamAttempts`] into the
+//!   *response* extensions: every target it tried for this request, in order, with the
+//!   outcome of each. The response also carries the [`BACKEND_HEADER`] naming the backend that
+//!   answered.
+//!
+//! ```
+//! use http::{Request, Response};
+//! use tower_llm_bridge::report::{AttemptOutcome, UpstreamAttempts, Usage, UsageSlot};
+//!
+//! // The outer layer, before calling inward:
+//! let slot = UsageSlot::new();
+//! let mut request = Request::new(());
+//! request.extensions_mut().insert(slot.clone());
+//!
+//! // A layer further in, when it knows the usage:
+//! if let Some(slot) = request.extensions().get::<UsageSlot>() {
+//!     slot.set(Usage { input_tokens: 12, output_tokens: 3, ..Usage::default() });
+//! }
+//! // A routing layer, on the response:
+//! let mut response = Response::new(());
+//! let mut attempts = UpstreamAttempts::default();
+//! attempts.push("local", AttemptOutcome::Fallback);
+//! attempts.push("primary", AttemptOutcome::Ok);
+//! response.extensions_mut().insert(attempts);
+//!
+//! // The outer layer, once the body has ended:
+//! assert_eq!(slot.get().map(|u| u.output_tokens), Some(3));
+//! let attempts = response.extensions().get::<UpstreamAttempts>().unwrap();
+//! assert_eq!(attempts.answered_by(), Some("primary"));
+//! assert_eq!(attempts.iter().count(), 2);
+//! ```
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use http::HeaderName;
+
+/// The response header naming the backend that answered (`x-llm-bridge-backend: NAME`).
+pub const BACKEND_HEADER: HeaderName = HeaderName::from_static("x-llm-bridge-backend");
+
+/// Token usage of one answer, with the Anthropic meaning of each field: `input_tokens` does
+/// **not** include the tokens read from the provider's prompt cache.
+///
+/// ```
+/// use tower_llm_bridge::report::Usage;
+/// let usage = Usage { input_tokens: 10, cache_read_input_tokens: 90, ..Usage::default() };
+/// assert_eq!(usage.output_tokens, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens not read from the provider's cache.
+    pub input_tokens: u64,
+    /// Generated tokens.
+    pub output_tokens: u64,
+    /// Prompt tokens read from the provider's cache.
+    pub cache_read_input_tokens: u64,
+    /// Prompt tokens written to the provider's cache.
+    pub cache_creation_input_tokens: u64,
+}
+
+/// A place, shared through request extensions, where a layer further in leaves the final
+/// [`Usage`] of the answer; see the [module docs](self). Cloning shares the slot.
+///
+/// ```
+/// use tower_llm_bridge::report::{Usage, UsageSlot};
+/// let slot = UsageSlot::new();
+/// assert_eq!(slot.get(), None);
+/// slot.clone().set(Usage { output_tokens: 7, ..Usage::default() });
+/// assert_eq!(slot.get().unwrap().output_tokens, 7);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct UsageSlot(Arc<Mutex<Option<Usage>>>);
+
+impl UsageSlot {
+    /// An empty slot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the answer's usage; a later call replaces an earlier one (a stream may report
+    /// its input tokens first and the final figures at the end).
+    pub fn set(&self, usage: Usage) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(usage);
+    }
+
+    /// The usage recorded so far, if any.
+    pub fn get(&self) -> Option<Usage> {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How one call to a backend ended, as a routing layer saw it.
+///
+/// ```
+/// use tower_llm_bridge::report::AttemptOutcome;
+/// assert_eq!(AttemptOutcome::Fallback.as_str(), "fallback");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The backend's answer went to the client and it was a success (2xx).
+    Ok,
+    /// The backend's answer went to the client and it was an error (no fallback was left, or
+    /// the status is not one that falls back).
+    Error,
+    /// The backend failed before any byte reached the client and the next target was tried.
+    Fallback,
+}
+
+impl AttemptOutcome {
+    /// `"ok"`, `"error"` or `"fallback"`: the `outcome` label of the
+    /// `llm_bridge_upstream_requests_total` metric.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Fallback => "fallback",
+        }
+    }
+}
+
+/// The backends a routing layer called for one request, in order (a response extension).
+///
+/// ```
+/// use tower_llm_bridge::report::{AttemptOutcome, UpstreamAttempts};
+/// let mut attempts = UpstreamAttempts::default();
+/// assert_eq!(attempts.answered_by(), None);
+/// attempts.push("primary", AttemptOutcome::Error);
+/// assert_eq!(attempts.answered_by(), Some("primary"));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamAttempts(Vec<(Arc<str>, AttemptOutcome)>);
+
+impl UpstreamAttempts {
+    /// Records one call to `backend`.
+    pub fn push(&mut self, backend: impl Into<Arc<str>>, outcome: AttemptOutcome) {
+        self.0.push((backend.into(), outcome));
+    }
+
+    /// Every call, in order: the backend's name and how the call ended.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, AttemptOutcome)> {
+        self.0.iter().map(|(name, outcome)| (&**name, *outcome))
+    }
+
+    /// The backend whose answer went to the client: the last one called.
+    pub fn answered_by(&self) -> Option<&str> {
+        self.0.last().map(|(name, _)| &**name)
+    }
+}
