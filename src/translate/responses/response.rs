@@ -43,6 +43,12 @@ pub fn translate_response(
     body: &[u8],
     context: &ResponseContext<'_>,
 ) -> Result<TranslatedResponse, ApiError> {
+    // serde would also read a struct from a JSON array.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::bad_gateway(
+            "upstream returned an invalid response: not a JSON object",
+        ));
+    }
     let response: Response = serde_json::from_slice(body).map_err(|err| {
         ApiError::bad_gateway(format!("upstream returned an invalid response: {err}"))
     })?;

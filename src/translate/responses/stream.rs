@@ -215,7 +215,11 @@ struct Item {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// Fragments are kept until the items before it are done.
     Waiting,
+    /// Fragments go out as they come; its block has not started yet (text without any).
+    Accepting,
+    /// Its `content_block_start` was written with this index.
     Open(u32),
     Closed,
 }
@@ -484,7 +488,7 @@ impl Core {
     /// Sends a fragment of item `position` now if its block is open, or keeps it.
     fn on_text(&mut self, position: usize, text: &str, out: &mut BytesMut) {
         match self.items[position].state {
-            State::Open(index) => self.emit_delta(position, index, text, out),
+            State::Open(_) | State::Accepting => self.emit_delta(position, text, out),
             State::Waiting => {
                 self.items[position].pending.push_str(text);
                 self.advance(out);
@@ -598,17 +602,37 @@ impl Core {
                     self.head += 1;
                 }
                 State::Waiting => return,
-                State::Open(_) if item.done => {
+                State::Open(_) | State::Accepting if item.done => {
                     self.close(self.head, out);
                     self.head += 1;
                 }
-                State::Open(_) => return,
+                State::Open(_) | State::Accepting => return,
                 State::Closed => self.head += 1,
             }
         }
     }
 
+    /// Makes item `position` the one receiving fragments. Its `content_block_start` is
+    /// written at once, except for text, which starts with its first byte past the
+    /// stop-sequence scanner (a text stopped at its very start shows no block).
     fn open(&mut self, position: usize, out: &mut BytesMut) {
+        self.items[position].state = State::Accepting;
+        if !matches!(self.items[position].kind, Kind::Text) {
+            self.start_block(position, out);
+        }
+        let pending = std::mem::take(&mut self.items[position].pending);
+        if !pending.is_empty() {
+            self.emit_delta(position, &pending, out);
+        }
+    }
+
+    /// Writes the item's `content_block_start` (once) and returns its index.
+    fn start_block(&mut self, position: usize, out: &mut BytesMut) -> Option<u32> {
+        match self.items[position].state {
+            State::Open(index) => return Some(index),
+            State::Accepting => {}
+            State::Waiting | State::Closed => return None,
+        }
         let index = self.next_index;
         self.next_index += 1;
         let item = &mut self.items[position];
@@ -624,7 +648,7 @@ impl Core {
                 name: name.as_deref().unwrap_or_default(),
                 input: Empty {},
             },
-            Kind::Ignored => return,
+            Kind::Ignored => return None,
         };
         emit(
             out,
@@ -633,33 +657,33 @@ impl Core {
                 content_block,
             },
         );
-        let pending = std::mem::take(&mut self.items[position].pending);
-        if !pending.is_empty() {
-            self.emit_delta(position, index, &pending, out);
-        }
+        Some(index)
     }
 
-    fn emit_delta(&mut self, position: usize, index: u32, text: &str, out: &mut BytesMut) {
-        let delta = match self.items[position].kind {
-            Kind::Text => {
-                if let Some(scanner) = &mut self.scanner {
-                    let scanned = scanner.push(text);
-                    if !scanned.text.is_empty() {
-                        self.send(
-                            index,
-                            BlockDelta::TextDelta {
-                                text: &scanned.text,
-                            },
-                            out,
-                        );
-                    }
-                    if let Some(sequence) = scanned.stopped {
-                        self.stop_at_sequence(position, index, sequence, out);
-                    }
-                    return;
-                }
-                BlockDelta::TextDelta { text }
+    fn emit_delta(&mut self, position: usize, text: &str, out: &mut BytesMut) {
+        if let (Kind::Text, Some(scanner)) = (&self.items[position].kind, &mut self.scanner) {
+            let scanned = scanner.push(text);
+            if !scanned.text.is_empty()
+                && let Some(index) = self.start_block(position, out)
+            {
+                self.send(
+                    index,
+                    BlockDelta::TextDelta {
+                        text: &scanned.text,
+                    },
+                    out,
+                );
             }
+            if let Some(sequence) = scanned.stopped {
+                self.stop_at_sequence(position, sequence, out);
+            }
+            return;
+        }
+        let Some(index) = self.start_block(position, out) else {
+            return;
+        };
+        let delta = match self.items[position].kind {
+            Kind::Text => BlockDelta::TextDelta { text },
             Kind::Thinking => BlockDelta::ThinkingDelta { thinking: text },
             Kind::Tool { .. } => BlockDelta::InputJsonDelta { partial_json: text },
             Kind::Ignored => return,
@@ -678,45 +702,39 @@ impl Core {
     }
 
     fn close(&mut self, position: usize, out: &mut BytesMut) {
-        let State::Open(index) = self.items[position].state else {
-            return;
-        };
-        match self.items[position].kind {
-            Kind::Text => {
-                // The text is over: what was held back for a possible match goes out.
-                let held = self.scanner.as_mut().map(StopScanner::flush);
-                if let Some(held) = held.filter(|held| !held.is_empty()) {
-                    self.send(index, BlockDelta::TextDelta { text: &held }, out);
-                }
+        if matches!(self.items[position].kind, Kind::Text) {
+            // The text is over: what was held back for a possible match goes out.
+            let held = self.scanner.as_mut().map(StopScanner::flush);
+            if let Some(held) = held.filter(|held| !held.is_empty())
+                && let Some(index) = self.start_block(position, out)
+            {
+                self.send(index, BlockDelta::TextDelta { text: &held }, out);
             }
-            Kind::Thinking => {
-                let signature = std::mem::take(&mut self.items[position].signature);
-                emit(
-                    out,
-                    &Event::ContentBlockDelta {
-                        index,
-                        delta: BlockDelta::SignatureDelta {
-                            signature: &signature,
-                        },
-                    },
-                );
-            }
-            Kind::Tool { .. } | Kind::Ignored => {}
         }
-        self.items[position].state = State::Closed;
+        let state = std::mem::replace(&mut self.items[position].state, State::Closed);
+        let State::Open(index) = state else {
+            return; // a text block that never had text: nothing was written
+        };
+        if matches!(self.items[position].kind, Kind::Thinking) {
+            let signature = std::mem::take(&mut self.items[position].signature);
+            emit(
+                out,
+                &Event::ContentBlockDelta {
+                    index,
+                    delta: BlockDelta::SignatureDelta {
+                        signature: &signature,
+                    },
+                },
+            );
+        }
         emit(out, &Event::ContentBlockStop { index });
     }
 
     /// A stop sequence matched in the text of the open block: nothing after it is sent.
-    fn stop_at_sequence(
-        &mut self,
-        position: usize,
-        index: u32,
-        sequence: String,
-        out: &mut BytesMut,
-    ) {
-        self.items[position].state = State::Closed;
-        emit(out, &Event::ContentBlockStop { index });
+    fn stop_at_sequence(&mut self, position: usize, sequence: String, out: &mut BytesMut) {
+        if let State::Open(index) = self.items[position].state {
+            emit(out, &Event::ContentBlockStop { index });
+        }
         for item in &mut self.items {
             item.state = State::Closed;
         }
