@@ -409,6 +409,23 @@ impl Core {
         })
     }
 
+    /// Adds an item in output-index order (a server that skips `output_item.added` may
+    /// first mention a later item), but never before a block already started.
+    fn insert(&mut self, item: Item) -> usize {
+        let position = match item.output_index {
+            Some(index) => self.items[self.head..]
+                .iter()
+                .position(|other| {
+                    other.state == State::Waiting
+                        && other.output_index.is_some_and(|other| other > index)
+                })
+                .map_or(self.items.len(), |offset| self.head + offset),
+            None => self.items.len(),
+        };
+        self.items.insert(position, item);
+        position
+    }
+
     fn on_item_added(&mut self, event: StreamEvent, out: &mut BytesMut) {
         self.start(out);
         let Some(item) = event.item else {
@@ -421,7 +438,7 @@ impl Core {
         if matches!(kind, Kind::Tool { .. }) {
             self.called_tools = true;
         }
-        self.items.push(Item::new(
+        self.insert(Item::new(
             event.output_index,
             item_id(&item).map(str::to_owned),
             kind,
@@ -452,9 +469,7 @@ impl Core {
                         }
                     }
                 };
-                self.items
-                    .push(Item::new(event.output_index, event.item_id, item_kind));
-                self.items.len() - 1
+                self.insert(Item::new(event.output_index, event.item_id, item_kind))
             }
         };
         let item = &mut self.items[position];
@@ -509,12 +524,11 @@ impl Core {
                 if matches!(kind, Kind::Tool { .. }) {
                     self.called_tools = true;
                 }
-                self.items.push(Item::new(
+                self.insert(Item::new(
                     event.output_index,
                     item_id(&item).map(str::to_owned),
                     kind,
-                ));
-                self.items.len() - 1
+                ))
             }
         };
         if self.items[position].done {
