@@ -139,7 +139,11 @@ fn item_json(n: usize, spec: &ItemSpec, finished: bool) -> Value {
             name,
             fragments,
         } => {
-            let arguments = if finished { fragments.concat() } else { String::new() };
+            let arguments = if finished {
+                fragments.concat()
+            } else {
+                String::new()
+            };
             json!({"type": "function_call", "id": item_id(n), "call_id": call_id, "name": name,
                    "arguments": arguments})
         }
@@ -163,8 +167,10 @@ fn item_events(n: usize, spec: &ItemSpec, quirks: &Quirks) -> Vec<Value> {
             }
             ItemSpec::Message(fragments) => {
                 for fragment in fragments {
-                    events.push(json!({"type": "response.output_text.delta", "output_index": index,
-                        "item_id": id, "content_index": 0, "delta": fragment, "logprobs": []}));
+                    events.push(
+                        json!({"type": "response.output_text.delta", "output_index": index,
+                        "item_id": id, "content_index": 0, "delta": fragment, "logprobs": []}),
+                    );
                 }
             }
             ItemSpec::Call { fragments, .. } => {
@@ -175,14 +181,20 @@ fn item_events(n: usize, spec: &ItemSpec, quirks: &Quirks) -> Vec<Value> {
             }
         }
     }
-    events.push(json!({"type": "response.output_item.done", "output_index": index,
-                       "item": item_json(n, spec, true)}));
+    events.push(
+        json!({"type": "response.output_item.done", "output_index": index,
+                       "item": item_json(n, spec, true)}),
+    );
     events
 }
 
 /// The upstream bytes, where the final event starts, and the blocks a client must rebuild
 /// with each thinking block's signature.
-fn build(items: &[ItemSpec], order: &[Index], quirks: &Quirks) -> (Vec<u8>, usize, Vec<Block>, Vec<String>) {
+fn build(
+    items: &[ItemSpec],
+    order: &[Index],
+    quirks: &Quirks,
+) -> (Vec<u8>, usize, Vec<Block>, Vec<String>) {
     let mut events = vec![json!({"type": "response.created",
         "response": {"id": "resp_1", "object": "response", "status": "in_progress", "output": []}})];
     // Every item is announced in order; the fragment events of announced items interleave.
@@ -203,8 +215,10 @@ fn build(items: &[ItemSpec], order: &[Index], quirks: &Quirks) -> (Vec<u8>, usiz
                 || (!quirks.skip_added && picks.next().is_some_and(|pick| pick.index(3) == 0)));
         if announce {
             if !quirks.skip_added {
-                events.push(json!({"type": "response.output_item.added", "output_index": announced,
-                                   "item": item_json(announced, &items[announced], false)}));
+                events.push(
+                    json!({"type": "response.output_item.added", "output_index": announced,
+                                   "item": item_json(announced, &items[announced], false)}),
+                );
             }
             announced += 1;
             continue;
@@ -212,7 +226,9 @@ fn build(items: &[ItemSpec], order: &[Index], quirks: &Quirks) -> (Vec<u8>, usiz
         if live.is_empty() {
             break;
         }
-        let q = picks.next().map_or(live[0], |pick| live[pick.index(live.len())]);
+        let q = picks
+            .next()
+            .map_or(live[0], |pick| live[pick.index(live.len())]);
         if let Some(event) = queues[q].pop_front() {
             events.push(event);
         }
@@ -279,7 +295,11 @@ fn translate_split(config: StreamConfig, input: &[u8], sizes: &[usize]) -> Vec<V
     let mut rest = input;
     let mut sizes = sizes.iter().cycle();
     while !rest.is_empty() {
-        let size = sizes.next().copied().unwrap_or(rest.len()).clamp(1, rest.len());
+        let size = sizes
+            .next()
+            .copied()
+            .unwrap_or(rest.len())
+            .clamp(1, rest.len());
         let (piece, tail) = rest.split_at(size);
         translator.push(piece, &mut out);
         rest = tail;
@@ -293,9 +313,14 @@ fn is_prefix(got: &Block, want: &Block) -> bool {
         (Block::Thinking(got), Block::Thinking(want)) | (Block::Text(got), Block::Text(want)) => {
             want.starts_with(got.as_str())
         }
-        (Block::Tool { id, name, json }, Block::Tool { id: i, name: n, json: j }) => {
-            id == i && name == n && j.starts_with(json.as_str())
-        }
+        (
+            Block::Tool { id, name, json },
+            Block::Tool {
+                id: i,
+                name: n,
+                json: j,
+            },
+        ) => id == i && name == n && j.starts_with(json.as_str()),
         _ => false,
     }
 }

@@ -133,13 +133,22 @@ fn text(index: u32, text: &str) -> Value {
     delta(index, json!({"type": "text_delta", "text": text}))
 }
 fn thinking(index: u32, thinking: &str) -> Value {
-    delta(index, json!({"type": "thinking_delta", "thinking": thinking}))
+    delta(
+        index,
+        json!({"type": "thinking_delta", "thinking": thinking}),
+    )
 }
 fn signature(index: u32, signature: &str) -> Value {
-    delta(index, json!({"type": "signature_delta", "signature": signature}))
+    delta(
+        index,
+        json!({"type": "signature_delta", "signature": signature}),
+    )
 }
 fn partial_json(index: u32, partial: &str) -> Value {
-    delta(index, json!({"type": "input_json_delta", "partial_json": partial}))
+    delta(
+        index,
+        json!({"type": "input_json_delta", "partial_json": partial}),
+    )
 }
 fn stop(index: u32) -> Value {
     json!({"type": "content_block_stop", "index": index})
@@ -164,7 +173,8 @@ fn config_with_stops(stops: &[&str]) -> StreamConfig {
 }
 
 fn golden_with(make: impl Fn() -> StreamConfig, input: &[u8], expected: &[Value]) -> Reconstructed {
-    let events = translate_all_ways_with(|pieces| translate_responses_pieces(make(), pieces), input);
+    let events =
+        translate_all_ways_with(|pieces| translate_responses_pieces(make(), pieces), input);
     assert_eq!(
         events,
         expected,
@@ -219,7 +229,11 @@ fn many_deltas() {
     events.push(completed(usage(5, 0, 15)));
     let mut expected = vec![message_start(), ping(), start_text(0)];
     expected.extend(words.iter().map(|w| text(0, w)));
-    expected.extend([stop(0), message_delta("end_turn", None, usage_json(5, 15, 0)), message_stop()]);
+    expected.extend([
+        stop(0),
+        message_delta("end_turn", None, usage_json(5, 15, 0)),
+        message_stop(),
+    ]);
     let events = translate_all_ways_with(
         |pieces| translate_responses_pieces(config(), pieces),
         &stream(&events)[..],
@@ -240,9 +254,15 @@ fn two_function_calls_with_interleaved_argument_fragments() {
         args_delta(1, "fc_2", "\"TODO\"}"),
         args_delta(0, "fc_1", "\"src/lib.rs\"}"),
         args_done(0, "fc_1", "read", "{\"path\":\"src/lib.rs\"}"),
-        done(0, call_item("fc_1", "call_A", "read", "{\"path\":\"src/lib.rs\"}")),
+        done(
+            0,
+            call_item("fc_1", "call_A", "read", "{\"path\":\"src/lib.rs\"}"),
+        ),
         args_done(1, "fc_2", "grep", "{\"pattern\":\"TODO\"}"),
-        done(1, call_item("fc_2", "call_B", "grep", "{\"pattern\":\"TODO\"}")),
+        done(
+            1,
+            call_item("fc_2", "call_B", "grep", "{\"pattern\":\"TODO\"}"),
+        ),
         completed(usage(100, 0, 30)),
     ]);
     let message = golden(
@@ -265,8 +285,16 @@ fn two_function_calls_with_interleaved_argument_fragments() {
     assert_eq!(
         message.blocks,
         [
-            Block::Tool { id: "call_A".into(), name: "read".into(), json: "{\"path\":\"src/lib.rs\"}".into() },
-            Block::Tool { id: "call_B".into(), name: "grep".into(), json: "{\"pattern\":\"TODO\"}".into() },
+            Block::Tool {
+                id: "call_A".into(),
+                name: "read".into(),
+                json: "{\"path\":\"src/lib.rs\"}".into()
+            },
+            Block::Tool {
+                id: "call_B".into(),
+                name: "grep".into(),
+                json: "{\"pattern\":\"TODO\"}".into()
+            },
         ]
     );
 }
@@ -281,7 +309,14 @@ fn reasoning_then_text() {
         summary_delta(0, "rs_1", 0, " look first."),
         summary_part_added(0, "rs_1", 1),
         summary_delta(0, "rs_1", 1, "Then answer."),
-        done(0, reasoning_item("rs_1", &["**Plan** look first.", "Then answer."], Some("gAAAAB-enc"))),
+        done(
+            0,
+            reasoning_item(
+                "rs_1",
+                &["**Plan** look first.", "Then answer."],
+                Some("gAAAAB-enc"),
+            ),
+        ),
         added(1, message_item("msg_a", None)),
         text_delta(1, "msg_a", "Answer."),
         done(1, message_item("msg_a", Some("Answer."))),
@@ -307,7 +342,10 @@ fn reasoning_then_text() {
         ],
     );
     assert_eq!(message.signatures, [ours]);
-    assert_eq!(decode_reasoning_signature(ours), Some(("rs_1", "gAAAAB-enc")));
+    assert_eq!(
+        decode_reasoning_signature(ours),
+        Some(("rs_1", "gAAAAB-enc"))
+    );
 }
 
 #[test]
@@ -392,8 +430,12 @@ fn error_event() {
         json!({"type": "error", "code": "rate_limit_exceeded", "message": "Slow down", "param": null}),
         completed(usage(1, 0, 1)),
     ]);
-    golden(&input, &[message_start(), ping(), error("api_error", "Slow down")]);
-    let overloaded = stream(&[json!({"type": "error", "code": "server_overloaded", "message": "busy"})]);
+    golden(
+        &input,
+        &[message_start(), ping(), error("api_error", "Slow down")],
+    );
+    let overloaded =
+        stream(&[json!({"type": "error", "code": "server_overloaded", "message": "busy"})]);
     golden(&overloaded, &[error("overloaded_error", "busy")]);
 }
 
@@ -411,12 +453,21 @@ fn cut() {
             ping(),
             start_tool(0, "call_1", "ls"),
             partial_json(0, "{\"dir\":"),
-            error("api_error", "the upstream stream ended before the response was complete"),
+            error(
+                "api_error",
+                "the upstream stream ended before the response was complete",
+            ),
         ],
     );
     assert!(message.error.is_some());
     // Nothing at all is an error too.
-    golden(b"", &[error("api_error", "the upstream stream ended before the response was complete")]);
+    golden(
+        b"",
+        &[error(
+            "api_error",
+            "the upstream stream ended before the response was complete",
+        )],
+    );
 }
 
 #[test]
@@ -474,7 +525,10 @@ fn refusal_delta_is_text_with_stop_reason_refusal() {
         added(0, message_item("msg_a", None)),
         json!({"type": "response.refusal.delta", "output_index": 0, "item_id": "msg_a",
                "content_index": 0, "delta": "I can't."}),
-        done(0, json!({"type": "message", "id": "msg_a", "content": [{"type": "refusal", "refusal": "I can't."}]})),
+        done(
+            0,
+            json!({"type": "message", "id": "msg_a", "content": [{"type": "refusal", "refusal": "I can't."}]}),
+        ),
         completed(usage(3, 0, 2)),
     ]);
     golden(

@@ -230,7 +230,10 @@ fn tool_choice_maps_and_needs_tools() {
         (json!({"type": "auto"}), json!("auto")),
         (json!({"type": "any"}), json!("required")),
         (json!({"type": "none"}), json!("none")),
-        (json!({"type": "tool", "name": "ls"}), json!({"type": "function", "name": "ls"})),
+        (
+            json!({"type": "tool", "name": "ls"}),
+            json!({"type": "function", "name": "ls"}),
+        ),
     ] {
         let mut request = base(user("hi"));
         request["tools"] = tools.clone();
@@ -272,7 +275,10 @@ fn thinking_becomes_reasoning_on_reasoning_models_only() {
     let mut request = base(user("hi"));
     request["thinking"] = json!({"type": "enabled", "budget_tokens": 20_000});
     let (body, translated) = translate_with(request.clone(), &reasoning_options());
-    assert_eq!(body["reasoning"], json!({"effort": "high", "summary": "auto"}));
+    assert_eq!(
+        body["reasoning"],
+        json!({"effort": "high", "summary": "auto"})
+    );
     assert!(translated.degraded.is_empty());
     request["thinking"] = json!({"type": "enabled", "budget_tokens": 1_024});
     let (body, _) = translate_with(request.clone(), &reasoning_options());
@@ -311,7 +317,10 @@ fn sampling_kept_on_chat_models_dropped_on_reasoning_models() {
     request["temperature"] = json!(0.2);
     request["top_p"] = json!(0.9);
     let (body, translated) = translate(request.clone());
-    assert_eq!((body["temperature"].clone(), body["top_p"].clone()), (json!(0.2), json!(0.9)));
+    assert_eq!(
+        (body["temperature"].clone(), body["top_p"].clone()),
+        (json!(0.2), json!(0.9))
+    );
     assert!(translated.degraded.is_empty());
     let (body, translated) = translate_with(request, &reasoning_options());
     assert!(body.get("temperature").is_none() && body.get("top_p").is_none());
@@ -367,7 +376,10 @@ fn documents_top_k_and_unknown_blocks_degrade() {
         body["input"][0]["content"][0],
         json!({"type": "input_text", "text": "[document omitted: not supported by this backend]"})
     );
-    assert_eq!(translated.degraded.tags(), ["document", "unknown_block", "top_k"]);
+    assert_eq!(
+        translated.degraded.tags(),
+        ["document", "unknown_block", "top_k"]
+    );
 }
 
 #[test]
@@ -375,12 +387,30 @@ fn invalid_requests_are_rejected_like_the_chat_wire() {
     let options = options();
     for (request, message) in [
         (json!([]), "request body must be a JSON object"),
-        (json!({"max_tokens": 5, "messages": []}), "model: field required"),
-        (json!({"model": "m", "messages": user("x")}), "max_tokens: field required"),
-        (json!({"model": "m", "max_tokens": 5, "messages": []}), "messages: at least one message is required"),
-        (json!({"model": "m", "max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]}), "messages.0.role: must be one of user, assistant"),
-        (json!({"model": "m", "max_tokens": 5, "messages": [{"role": "assistant", "content": [{"type": "tool_use", "name": "f"}]}]}), "messages.0.content.0.id: field required"),
-        (json!({"model": "m", "max_tokens": 5, "stop_sequences": [1], "messages": user("x")}), "stop_sequences.0: must be a string"),
+        (
+            json!({"max_tokens": 5, "messages": []}),
+            "model: field required",
+        ),
+        (
+            json!({"model": "m", "messages": user("x")}),
+            "max_tokens: field required",
+        ),
+        (
+            json!({"model": "m", "max_tokens": 5, "messages": []}),
+            "messages: at least one message is required",
+        ),
+        (
+            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "robot", "content": "x"}]}),
+            "messages.0.role: must be one of user, assistant",
+        ),
+        (
+            json!({"model": "m", "max_tokens": 5, "messages": [{"role": "assistant", "content": [{"type": "tool_use", "name": "f"}]}]}),
+            "messages.0.content.0.id: field required",
+        ),
+        (
+            json!({"model": "m", "max_tokens": 5, "stop_sequences": [1], "messages": user("x")}),
+            "stop_sequences.0: must be a string",
+        ),
     ] {
         let err = translate_request(&request, &options).expect_err("rejected");
         assert_eq!((err.status().as_u16(), err.message()), (400, message));

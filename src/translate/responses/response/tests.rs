@@ -38,13 +38,18 @@ fn output_text(text: &str) -> Value {
 
 #[test]
 fn message_text_becomes_text_blocks_in_order() {
-    let message = translate(answer(json!([
-        message_item(json!([output_text("Hello"), output_text("again")])),
-    ])));
+    let message = translate(answer(json!([message_item(json!([
+        output_text("Hello"),
+        output_text("again")
+    ])),])));
     assert_eq!(message["type"], "message");
     assert_eq!(message["role"], "assistant");
     assert_eq!(message["model"], "claude-sonnet-4-5");
-    assert!(message["id"].as_str().is_some_and(|id| id.starts_with("msg_")));
+    assert!(
+        message["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("msg_"))
+    );
     assert_eq!(
         message["content"],
         json!([{"type": "text", "text": "Hello"}, {"type": "text", "text": "again"}])
@@ -74,10 +79,15 @@ fn function_calls_become_tool_use_with_the_call_id() {
 #[test]
 fn broken_arguments_are_kept_and_reported() {
     let (message, translated) = translate_with(
-        answer(json!([{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{\"a\":"}])),
+        answer(
+            json!([{"type": "function_call", "call_id": "c", "name": "f", "arguments": "{\"a\":"}]),
+        ),
         &[],
     );
-    assert_eq!(message["content"][0]["input"], json!({"_raw_arguments": "{\"a\":"}));
+    assert_eq!(
+        message["content"][0]["input"],
+        json!({"_raw_arguments": "{\"a\":"})
+    );
     assert_eq!(translated.degraded.tags(), ["tool_arguments"]);
 }
 
@@ -91,11 +101,18 @@ fn reasoning_becomes_signed_thinking() {
         message_item(json!([output_text("Answer")])),
     ])));
     let content = message["content"].as_array().expect("content");
-    assert_eq!(content.len(), 3, "an item with neither summary nor content is dropped");
+    assert_eq!(
+        content.len(),
+        3,
+        "an item with neither summary nor content is dropped"
+    );
     assert_eq!(content[0]["type"], "thinking");
     assert_eq!(content[0]["thinking"], "First.\n\nSecond.");
     let signature = content[0]["signature"].as_str().expect("signature");
-    assert_eq!(decode_reasoning_signature(signature), Some(("rs_1", "gAAAAsecret")));
+    assert_eq!(
+        decode_reasoning_signature(signature),
+        Some(("rs_1", "gAAAAsecret"))
+    );
     assert_eq!(content[1]["thinking"], "");
     assert_eq!(
         decode_reasoning_signature(content[1]["signature"].as_str().expect("signature")),
@@ -116,9 +133,9 @@ fn incomplete_for_max_output_tokens_is_max_tokens() {
 
 #[test]
 fn refusal_is_text_with_stop_reason_refusal() {
-    let message = translate(answer(json!([
-        message_item(json!([{"type": "refusal", "refusal": "I can't help with that."}])),
-    ])));
+    let message = translate(answer(json!([message_item(
+        json!([{"type": "refusal", "refusal": "I can't help with that."}])
+    ),])));
     assert_eq!(
         message["content"],
         json!([{"type": "text", "text": "I can't help with that."}])
@@ -128,7 +145,10 @@ fn refusal_is_text_with_stop_reason_refusal() {
 
 #[test]
 fn usage_input_excludes_cached_tokens() {
-    let (message, translated) = translate_with(answer(json!([message_item(json!([output_text("x")]))])), &[]);
+    let (message, translated) = translate_with(
+        answer(json!([message_item(json!([output_text("x")]))])),
+        &[],
+    );
     assert_eq!(
         message["usage"],
         json!({"input_tokens": 40, "output_tokens": 20,
@@ -150,7 +170,10 @@ fn other_items_are_dropped_and_reported() {
         ])),
         &[],
     );
-    assert_eq!(message["content"], json!([{"type": "text", "text": "Found it."}]));
+    assert_eq!(
+        message["content"],
+        json!([{"type": "text", "text": "Found it."}])
+    );
     assert_eq!(translated.degraded.tags(), ["unknown_output"]);
 }
 
@@ -164,17 +187,26 @@ fn stop_sequences_cut_the_text_and_what_follows() {
         ])),
         &stops,
     );
-    assert_eq!(message["content"], json!([{"type": "text", "text": "Result: 42 "}]));
+    assert_eq!(
+        message["content"],
+        json!([{"type": "text", "text": "Result: 42 "}])
+    );
     assert_eq!(message["stop_reason"], "stop_sequence");
     assert_eq!(message["stop_sequence"], "</done>");
 
     // At the very start: nothing is left of the text.
-    let (message, _) = translate_with(answer(json!([message_item(json!([output_text("STOP now")]))])), &stops);
+    let (message, _) = translate_with(
+        answer(json!([message_item(json!([output_text("STOP now")]))])),
+        &stops,
+    );
     assert_eq!(message["content"], json!([]));
     assert_eq!(message["stop_sequence"], "STOP");
 
     // None matching: untouched.
-    let (message, _) = translate_with(answer(json!([message_item(json!([output_text("fine")]))])), &stops);
+    let (message, _) = translate_with(
+        answer(json!([message_item(json!([output_text("fine")]))])),
+        &stops,
+    );
     assert_eq!(message["content"][0]["text"], "fine");
     assert_eq!(message["stop_reason"], "end_turn");
 }
@@ -188,8 +220,12 @@ fn failed_and_malformed_answers_are_errors() {
     let failed = json!({"status": "failed", "output": [],
                         "error": {"code": "server_error", "message": "The model crashed"}});
     let err = translate_response(failed.to_string().as_bytes(), &context).expect_err("failed");
-    assert_eq!((err.status().as_u16(), err.message()), (502, "The model crashed"));
-    let overloaded = json!({"status": "failed", "error": {"code": "server_error", "message": "Overloaded"}});
+    assert_eq!(
+        (err.status().as_u16(), err.message()),
+        (502, "The model crashed")
+    );
+    let overloaded =
+        json!({"status": "failed", "error": {"code": "server_error", "message": "Overloaded"}});
     let err = translate_response(overloaded.to_string().as_bytes(), &context).expect_err("failed");
     assert_eq!(err.error_type(), "overloaded_error");
     for body in [&b"not json"[..], b"{\"output\":[", b"[]"] {
