@@ -76,7 +76,8 @@ pub mod report;
 
 #[cfg(feature = "cache")]
 pub mod cache;
-#[cfg(feature = "translate")]
+// The cache records and replays event streams with the same sans-IO decoder/encoder.
+#[cfg(any(feature = "translate", feature = "cache"))]
 pub mod sse;
 #[cfg(feature = "translate")]
 pub mod translate;

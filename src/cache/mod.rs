@@ -120,6 +120,7 @@ use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
 mod body;
+mod codec;
 mod future;
 mod identity;
 mod inflight;
@@ -134,6 +135,7 @@ mod tiered;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisCache, RedisCacheError, RedisCacheOptions};
 pub use body::ResponseBody;
+pub use codec::{AnthropicMessages, CodecError, OpenAiChat, StreamAccumulator, StreamCodec};
 pub use future::ResponseFuture;
 pub use identity::CallerIdentity;
 pub use key::EXCLUDED_FIELDS;
