@@ -121,6 +121,7 @@ use serde_json::Value;
 
 mod body;
 mod codec;
+mod fanout;
 mod future;
 mod identity;
 mod inflight;
