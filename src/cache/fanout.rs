@@ -258,9 +258,7 @@ impl<ResBody: Body> Reader<ResBody> {
                 }
                 Some(End::Failed) => {
                     self.finished = true;
-                    let event = fanout
-                        .codec
-                        .error_event("the upstream stream failed");
+                    let event = fanout.codec.error_event("the upstream stream failed");
                     return Poll::Ready(Some(Ok(Frame::data(event))));
                 }
                 None => {}

@@ -124,7 +124,10 @@ impl State {
             return Err(CodecError::Upstream);
         }
         let data: Value = serde_json::from_str(event.data).map_err(malformed)?;
-        let kind = data.get("type").and_then(Value::as_str).unwrap_or(event.event);
+        let kind = data
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or(event.event);
         match kind {
             "message_start" => {
                 let Some(Value::Object(message)) = data.get("message") else {
@@ -236,7 +239,11 @@ fn apply_delta(block: &mut Block, delta: &Map<String, Value>) -> Result<(), Code
             .and_then(Value::as_str)
             .ok_or_else(|| malformed(format!("delta without {key}")))
     };
-    match delta.get("type").and_then(Value::as_str).unwrap_or_default() {
+    match delta
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+    {
         "text_delta" => append(&mut block.block, "text", text("text")?),
         "thinking_delta" => append(&mut block.block, "thinking", text("thinking")?),
         "signature_delta" => {
@@ -355,7 +362,11 @@ fn render(answer: &[u8]) -> Result<Bytes, CodecError> {
             let input = std::mem::replace(input, Value::Object(Map::new()));
             if input.as_object().is_none_or(|o| !o.is_empty()) {
                 let json = serde_json::to_string(&input).map_err(malformed)?;
-                deltas.push(delta("input_json_delta", "partial_json", Value::String(json)));
+                deltas.push(delta(
+                    "input_json_delta",
+                    "partial_json",
+                    Value::String(json),
+                ));
             }
         }
         emit(
@@ -451,18 +462,23 @@ mod tests {
             "\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
         );
         let message = accumulate(stream.as_bytes()).expect("clean");
-        assert_eq!(message["content"][0], json!({"type": "text", "text": "Hi there"}));
+        assert_eq!(
+            message["content"][0],
+            json!({"type": "text", "text": "Hi there"})
+        );
         assert_eq!(message["content"][1]["input"], json!({"a": 1}));
         assert_eq!(message["stop_reason"], "tool_use");
-        assert_eq!(message["usage"], json!({"input_tokens": 7, "output_tokens": 9}));
+        assert_eq!(
+            message["usage"],
+            json!({"input_tokens": 7, "output_tokens": 9})
+        );
 
         // Every unclean ending is refused.
         let cut = &stream[..stream.find("event: message_stop").expect("stop")];
         assert_eq!(accumulate(cut.as_bytes()), Err(CodecError::Incomplete));
-        let without_delta = stream.replace("event: message_delta", "event: x").replace(
-            r#"{"type":"message_delta""#,
-            r#"{"type":"x""#,
-        );
+        let without_delta = stream
+            .replace("event: message_delta", "event: x")
+            .replace(r#"{"type":"message_delta""#, r#"{"type":"x""#);
         assert!(matches!(
             accumulate(without_delta.as_bytes()),
             Err(CodecError::Malformed(_))

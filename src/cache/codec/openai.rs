@@ -273,7 +273,9 @@ fn render(answer: &[u8], request: &Value) -> Result<Bytes, CodecError> {
         == Some(true);
     let usage = completion.remove("usage").filter(|u| !u.is_null());
     if wants_usage && usage.is_none() {
-        return Err(CodecError::Unsuitable("the stored answer has no usage".into()));
+        return Err(CodecError::Unsuitable(
+            "the stored answer has no usage".into(),
+        ));
     }
     let choices = match completion.remove("choices") {
         Some(Value::Array(choices)) if !choices.is_empty() => choices,
@@ -376,7 +378,10 @@ mod tests {
         }
         // Without include_usage no usage chunk is sent, and the accumulated answer says so.
         let stream = render(completion.to_string().as_bytes(), &json!({})).expect("render");
-        assert_eq!(accumulate(&stream).expect("accumulate")["usage"], Value::Null);
+        assert_eq!(
+            accumulate(&stream).expect("accumulate")["usage"],
+            Value::Null
+        );
     }
 
     #[test]
@@ -407,8 +412,12 @@ mod tests {
             accumulate(without_done.as_bytes()),
             Err(CodecError::Incomplete)
         );
-        let no_finish = stream.replace(r#""finish_reason":"tool_calls""#, r#""finish_reason":null"#);
-        assert_eq!(accumulate(no_finish.as_bytes()), Err(CodecError::Incomplete));
+        let no_finish =
+            stream.replace(r#""finish_reason":"tool_calls""#, r#""finish_reason":null"#);
+        assert_eq!(
+            accumulate(no_finish.as_bytes()),
+            Err(CodecError::Incomplete)
+        );
         let error = format!(
             "{}data: {{\"error\":{{\"message\":\"boom\"}}}}\n\ndata: [DONE]\n\n",
             &without_done
