@@ -127,7 +127,7 @@ pub const DEFAULT_KNOWN_MODELS: &[&str] = &[
 /// assert_eq!(&*labels.label_for(Some("claude-3-5-haiku-latest")), "claude-3-5-haiku");
 /// assert_eq!(&*labels.label_for(Some("gpt-4o-mini-2024-07-18")), "gpt-4o-mini");
 /// assert_eq!(&*labels.label_for(Some("llama-3.3-70b")), "llama-3.3-70b");
-/// assert_eq!(&*labels.label_for(Some("claude-sonnet-4-50")), "unknown");
+/// assert_eq!(&*labels.label_for(Some("mistral-large")), "unknown");
 /// ```
 #[derive(Clone, Debug)]
 pub struct ModelLabels {
