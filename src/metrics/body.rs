@@ -37,7 +37,11 @@ pin_project! {
 enum Reader {
     None,
     /// A JSON answer whose usage nobody reported: its buffers (shared, not copied).
-    Json { chunks: Vec<Bytes>, len: usize, limit: usize },
+    Json {
+        chunks: Vec<Bytes>,
+        len: usize,
+        limit: usize,
+    },
     /// An Anthropic stream: first content event and usage events.
     Stream(Box<StreamScan>),
 }

@@ -234,7 +234,9 @@ mod tests {
 
     #[test]
     fn model_label_rule() {
-        let labels = ModelLabels::empty().names(["a-b", "a-b-c", "x"]).fold_into("f");
+        let labels = ModelLabels::empty()
+            .names(["a-b", "a-b-c", "x"])
+            .fold_into("f");
         for (model, label) in [
             (Some("a-b"), "a-b"),
             (Some("a-b-c-2025"), "a-b-c"),

@@ -198,8 +198,7 @@ pub mod names {
 /// assert!(tower_llm_bridge::metrics::DURATION_BUCKETS.windows(2).all(|w| w[0] < w[1]));
 /// ```
 pub const DURATION_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-    600.0,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
 ];
 
 /// Histogram buckets (seconds) for [`names::TTFT`].
@@ -220,7 +219,10 @@ pub const TTFT_BUCKETS: &[f64] = &[
 /// ```
 pub fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
-    describe_counter!(names::REQUESTS, "Requests, by route, status and client model.");
+    describe_counter!(
+        names::REQUESTS,
+        "Requests, by route, status and client model."
+    );
     describe_histogram!(
         names::DURATION,
         Unit::Seconds,

@@ -1,7 +1,9 @@
 //! One request's measurements, recorded once when the request is over.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use http::{HeaderMap, Method, Response, StatusCode, Uri};
 use metrics::{Key, Label, Metadata, Recorder, SharedString};
@@ -131,7 +133,11 @@ impl Tracker {
         if self.cache == Some("hit") {
             return Some(SharedString::const_str("cache"));
         }
-        if let Some(name) = self.attempts.as_ref().and_then(UpstreamAttempts::answered_by) {
+        if let Some(name) = self
+            .attempts
+            .as_ref()
+            .and_then(UpstreamAttempts::answered_by)
+        {
             return Some(SharedString::from_owned(name.to_owned()));
         }
         if let Some(name) = &self.backend_header {
@@ -220,7 +226,11 @@ impl Tracker {
             match (&self.attempts, &self.head) {
                 (Some(attempts), _) => {
                     for (name, outcome) in attempts.iter() {
-                        upstream(r, SharedString::from_owned(name.to_owned()), outcome.as_str());
+                        upstream(
+                            r,
+                            SharedString::from_owned(name.to_owned()),
+                            outcome.as_str(),
+                        );
                     }
                 }
                 // A stack without a routing layer: one call to the configured backend, for the

@@ -185,7 +185,11 @@ impl StreamScan {
                     } else {
                         self.line.extend_from_slice(chunk);
                         if self.state == Line::Start && !ended && self.line.len() >= PREFIX {
-                            self.state = if self.wanted() { Line::Keep } else { Line::Skip };
+                            self.state = if self.wanted() {
+                                Line::Keep
+                            } else {
+                                Line::Skip
+                            };
                             if self.state == Line::Skip {
                                 self.line.clear();
                             }
@@ -323,16 +327,16 @@ mod tests {
             let second = scan.push(&bytes[split..]);
             assert_eq!(scan.usage(), Some(expected()), "split at {split}");
             // The event line ends at `content_at`: the half holding its newline reports it.
-            assert_eq!((first, second), (split > content_at, split <= content_at), "{split}");
+            assert_eq!(
+                (first, second),
+                (split > content_at, split <= content_at),
+                "{split}"
+            );
         }
         // Byte by byte, with CRLF line ends.
         let crlf = STREAM.replace('\n', "\r\n");
         let mut scan = StreamScan::new();
-        let firsts = crlf
-            .as_bytes()
-            .chunks(1)
-            .filter(|b| scan.push(b))
-            .count();
+        let firsts = crlf.as_bytes().chunks(1).filter(|b| scan.push(b)).count();
         assert_eq!((firsts, scan.usage()), (1, Some(expected())));
     }
 
@@ -347,7 +351,11 @@ mod tests {
         assert!(scan.push(stream.as_bytes()));
         let usage = scan.usage().unwrap();
         assert_eq!(
-            (usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens),
+            (
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_input_tokens
+            ),
             (4, 2, 9)
         );
     }
@@ -374,7 +382,14 @@ mod tests {
     fn json_usage_fast_path_and_fallback() {
         let anthropic = br#"{"id":"msg_1","type":"message","content":[{"type":"tool_use","input":{"usage":{"input_tokens":999}}}],"usage":{"input_tokens":10,"output_tokens":3,"cache_read_input_tokens":5}}"#;
         let usage = usage_of_json(anthropic).unwrap();
-        assert_eq!((usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens), (10, 3, 5));
+        assert_eq!(
+            (
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_input_tokens
+            ),
+            (10, 3, 5)
+        );
         assert!(trailing_usage(anthropic).is_some());
 
         // `usage` first and a nested `usage` last: the fast path declines, the parse is right.
@@ -385,7 +400,14 @@ mod tests {
         // OpenAI: cached tokens are part of prompt_tokens; fields after usage.
         let openai = br#"{"choices":[],"usage":{"prompt_tokens":100,"completion_tokens":20,"prompt_tokens_details":{"cached_tokens":60}},"system_fingerprint":"fp"}"#;
         let usage = usage_of_json(openai).unwrap();
-        assert_eq!((usage.input_tokens, usage.output_tokens, usage.cache_read_input_tokens), (40, 20, 60));
+        assert_eq!(
+            (
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_input_tokens
+            ),
+            (40, 20, 60)
+        );
 
         // Escaped key text inside a string, no usage at all, not JSON.
         assert_eq!(usage_of_json(br#"{"content":"say \"usage\": {}}"}"#), None);
