@@ -714,3 +714,160 @@ async fn the_completion_hook_sees_one_summary_per_request() {
         ]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// With the translation and cache layers: who reports what
+// ---------------------------------------------------------------------------------------------
+
+mod common;
+
+use http_body_util::Either;
+use tower_llm_bridge::cache::{MemoryCache, ResponseCacheLayer};
+use tower_llm_bridge::translate::{AnthropicToOpenAiLayer, ModelMap};
+
+type UpstreamReq = Request<Either<Full<Bytes>, Either<Full<Bytes>, Full<Bytes>>>>;
+
+/// An OpenAI backend: JSON completions, or a stream when asked.
+async fn openai(req: UpstreamReq) -> Result<Response<Body>, Infallible> {
+    let body = req.into_body().collect().await.expect("body").to_bytes();
+    let request: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(request["model"], "gpt-4o");
+    if request["stream"] == true {
+        let events: String = common::text_stream(&["Bon", "jour"], "stop", (30, 7))
+            .iter()
+            .map(|chunk| format!("data: {chunk}\n\n"))
+            .chain(["data: [DONE]\n\n".to_owned()])
+            .collect();
+        return Ok(sse(full(events)));
+    }
+    let completion =
+        common::chat_completion_json("Bonjour", "stop", common::usage_with_cache(100, 20, 60));
+    Ok(Response::new(full(completion.to_string())))
+}
+
+fn anthropic(content: &str, stream: bool) -> Request<Full<Bytes>> {
+    let body = serde_json::json!({
+        "model": "claude-sonnet-4-5-20250929", "max_tokens": 64, "stream": stream,
+        "messages": [{"role": "user", "content": content}],
+    });
+    Request::post("/v1/messages")
+        .header("x-api-key", "caller")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn the_translation_layer_fills_the_slots() {
+    let svc = ServiceBuilder::new()
+        .layer(
+            AnthropicToOpenAiLayer::new().model_map(ModelMap::big_small("gpt-4o", "gpt-4o-mini")),
+        )
+        .service_fn(
+            |req: Request<Either<Full<Bytes>, Full<Bytes>>>| async move {
+                openai(req.map(|b| match b {
+                    Either::Left(l) => Either::Left(l),
+                    Either::Right(r) => Either::Right(Either::Left(r)),
+                }))
+                .await
+            },
+        );
+    for stream in [false, true] {
+        let (slot, models) = (UsageSlot::new(), ModelSlot::new());
+        let mut req = anthropic("hello", stream);
+        req.extensions_mut().insert(slot.clone());
+        req.extensions_mut().insert(models.clone());
+        let res = svc.clone().oneshot(req).await.expect("response");
+        // OpenAI's prompt_tokens include the cached ones; Anthropic's input_tokens do not.
+        let expected = if stream {
+            usage(30, 7, 0)
+        } else {
+            usage(40, 20, 60)
+        };
+        if stream {
+            // A stream's usage is known at its end.
+            assert_eq!(slot.get(), None);
+        } else {
+            assert_eq!(slot.get(), Some(expected), "set before the body is read");
+        }
+        res.into_body().collect().await.expect("body");
+        assert_eq!(slot.get(), Some(expected), "stream: {stream}");
+        assert_eq!(
+            models.requested().as_deref(),
+            Some("claude-sonnet-4-5-20250929")
+        );
+        assert_eq!(models.served().as_deref(), Some("gpt-4o"));
+    }
+}
+
+#[tokio::test]
+async fn a_whole_stack_miss_then_hit_and_a_stream() {
+    let (layer, snap) = new_layer();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .layer(ResponseCacheLayer::new(MemoryCache::new(100)))
+        .layer(
+            AnthropicToOpenAiLayer::new().model_map(ModelMap::big_small("gpt-4o", "gpt-4o-mini")),
+        )
+        .service_fn(openai);
+    for _ in 0..2 {
+        let res = svc
+            .clone()
+            .oneshot(anthropic("same", false))
+            .await
+            .expect("response");
+        res.into_body().collect().await.expect("body");
+    }
+    let res = svc
+        .clone()
+        .oneshot(anthropic("streamed", true))
+        .await
+        .expect("response");
+    res.into_body().collect().await.expect("body");
+
+    let got = snapshot(&snap);
+    let c = counters(&got);
+    let model = "claude-sonnet-4-5";
+    assert_eq!(
+        c[&format!("llm_bridge_requests_total{{route=messages,status=200,model={model}}}")],
+        3
+    );
+    assert_eq!(
+        c["llm_bridge_cache_requests_total{namespace=anth,result=miss}"],
+        1
+    );
+    assert_eq!(
+        c["llm_bridge_cache_requests_total{namespace=anth,result=hit}"],
+        1
+    );
+    assert_eq!(
+        c["llm_bridge_cache_requests_total{namespace=anth,result=bypass}"],
+        1
+    );
+    // The miss and the stream went upstream; the hit did not.
+    assert_eq!(
+        c["llm_bridge_upstream_requests_total{backend=primary,outcome=ok}"],
+        2
+    );
+    let tokens = |kind: &str, backend: &str| {
+        c[&format!("llm_bridge_tokens_total{{type={kind},model={model},backend={backend}}}")]
+    };
+    assert_eq!(tokens("input", "primary"), 40 + 30);
+    assert_eq!(tokens("output", "primary"), 20 + 7);
+    assert_eq!(tokens("cache_read", "primary"), 60);
+    // The hit's tokens, read from the cached answer.
+    assert_eq!(
+        (
+            tokens("input", "cache"),
+            tokens("output", "cache"),
+            tokens("cache_read", "cache")
+        ),
+        (40, 20, 60)
+    );
+    assert_eq!(
+        histogram_len(
+            &got,
+            "llm_bridge_time_to_first_token_seconds{backend=primary}"
+        ),
+        1
+    );
+}
