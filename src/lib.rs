@@ -9,6 +9,7 @@
 //! | [`metrics`] | `MetricsLayer`: requests, latency, time to first token, tokens, cache results and backend calls through the `metrics` facade |
 //! | [`sse`] | the sans-IO Server-Sent Events decoder and encoder the stream translation is built on |
 //! | [`parsed`] | the request body, parsed once and shared between layers |
+//! | [`route`] | `Route`: model → ordered backends, fallback before the first byte, cool-down |
 //! | [`report`] | what inner layers tell outer ones (token usage, backends tried) through extensions |
 //! | [`error`] | Anthropic- and OpenAI-shaped error responses |
 //!
@@ -74,6 +75,7 @@ pub mod error;
 mod ids;
 pub mod parsed;
 pub mod report;
+pub mod route;
 
 #[cfg(feature = "cache")]
 pub mod cache;
