@@ -871,3 +871,85 @@ async fn a_whole_stack_miss_then_hit_and_a_stream() {
         1
     );
 }
+
+#[tokio::test]
+async fn with_the_routing_layer_fallbacks_backends_and_no_route() {
+    use tower_llm_bridge::route::{Route as RouteLayer, Target};
+    let backend = |status: u16| {
+        tower::service_fn(move |req: Request<Full<Bytes>>| async move {
+            let answer = if status == 200 { ANTHROPIC_JSON } else { "{}" };
+            let mut res = Response::new(full(answer));
+            *res.status_mut() = StatusCode::from_u16(status).expect("status");
+            drop(req);
+            Ok::<_, Infallible>(res)
+        })
+    };
+    let (layer, snap) = new_layer();
+    let svc = ServiceBuilder::new().layer(layer).service(
+        RouteLayer::builder()
+            .route(
+                "sonnet",
+                [
+                    Target::new("local", backend(503)),
+                    Target::new("cloud", backend(200)),
+                ],
+            )
+            .build(),
+    );
+    let body = |model: &str| {
+        Request::post("/v1/messages")
+            .body(Full::new(Bytes::from(format!(
+                r#"{{"model":"{model}","max_tokens":8,"messages":[]}}"#
+            ))))
+            .expect("request")
+    };
+    let res = svc
+        .clone()
+        .oneshot(body("claude-sonnet-4-5"))
+        .await
+        .expect("response");
+    res.into_body().collect().await.expect("body");
+    let res = svc.oneshot(body("gpt-4o")).await.expect("response");
+    assert_eq!(res.status(), 404);
+    res.into_body().collect().await.expect("body");
+
+    let c = counters(&snapshot(&snap));
+    assert_eq!(
+        c,
+        BTreeMap::from([
+            (
+                "llm_bridge_requests_total{route=messages,status=200,model=claude-sonnet-4-5}"
+                    .to_owned(),
+                1
+            ),
+            (
+                "llm_bridge_requests_total{route=messages,status=404,model=gpt-4o}".to_owned(),
+                1
+            ),
+            (
+                "llm_bridge_upstream_requests_total{backend=local,outcome=fallback}".to_owned(),
+                1
+            ),
+            (
+                "llm_bridge_upstream_requests_total{backend=cloud,outcome=ok}".to_owned(),
+                1
+            ),
+            // Read from the passed-through Anthropic answer.
+            (
+                "llm_bridge_tokens_total{type=input,model=claude-sonnet-4-5,backend=cloud}"
+                    .to_owned(),
+                11
+            ),
+            (
+                "llm_bridge_tokens_total{type=output,model=claude-sonnet-4-5,backend=cloud}"
+                    .to_owned(),
+                6
+            ),
+            (
+                "llm_bridge_tokens_total{type=cache_read,model=claude-sonnet-4-5,backend=cloud}"
+                    .to_owned(),
+                4
+            ),
+        ])
+    );
+}
