@@ -8,6 +8,7 @@
 //! | [`cache`] | `ResponseCacheLayer`: answers repeated requests from a cache keyed by SHA-256 of a canonical form of the request, scoped per backend and caller; `MemoryCache` (moka), `RedisCache`, `TieredCache` |
 //! | [`sse`] | the sans-IO Server-Sent Events decoder and encoder the stream translation is built on |
 //! | [`parsed`] | the request body, parsed once and shared between layers |
+//! | [`passthrough`] | `AnthropicPassthroughLayer`: an Anthropic-speaking backend behind the same stack, only the model swapped (JSON and SSE) |
 //! | [`route`] | `Route`: model → ordered backends, fallback before the first byte, cool-down |
 //! | [`report`] | what inner layers tell outer ones (token usage, backends tried) through extensions |
 //! | [`error`] | Anthropic- and OpenAI-shaped error responses |
@@ -78,6 +79,8 @@ pub mod route;
 
 #[cfg(feature = "cache")]
 pub mod cache;
+#[cfg(feature = "translate")]
+pub mod passthrough;
 #[cfg(feature = "translate")]
 pub mod sse;
 #[cfg(feature = "translate")]
