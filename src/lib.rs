@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`translate`] | `AnthropicToOpenAiLayer`: `POST /v1/messages` (JSON and SSE streaming, tools, images, thinking, stop sequences, usage, errors) served from `POST /v1/chat/completions` |
 //! | [`cache`] | `ResponseCacheLayer`: answers repeated requests from a cache keyed by SHA-256 of a canonical form of the request, scoped per backend and caller; `MemoryCache` (moka), `RedisCache`, `TieredCache` |
+//! | [`metrics`] | `MetricsLayer`: requests, latency, time to first token, tokens, cache results and backend calls through the `metrics` facade |
 //! | [`sse`] | the sans-IO Server-Sent Events decoder and encoder the stream translation is built on |
 //! | [`parsed`] | the request body, parsed once and shared between layers |
 //! | [`passthrough`] | `AnthropicPassthroughLayer`: an Anthropic-speaking backend behind the same stack, only the model swapped (JSON and SSE) |
@@ -79,6 +80,8 @@ pub mod route;
 
 #[cfg(feature = "cache")]
 pub mod cache;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "translate")]
 pub mod passthrough;
 #[cfg(feature = "translate")]

@@ -306,6 +306,8 @@ where
                 "request body is missing",
             )));
         };
+        // For an outer metrics layer's model label (a no-op when a layer further out did it).
+        crate::report::ModelSlot::note_request(&parts.extensions, parsed.json());
         let Some(model) = parsed.json().get("model").and_then(Value::as_str) else {
             return Ok(local_error(ApiError::invalid_request(
                 "model: Field required (a string)",
@@ -406,7 +408,10 @@ fn finish<B>(
 }
 
 fn local_error<B>(err: ApiError) -> Response<RouteBody<B>> {
-    err.into_anthropic_response()
+    let mut res: Response<RouteBody<B>> = err.into_anthropic_response();
+    // No backend was called: an outer metrics layer must not count one.
+    res.extensions_mut().insert(UpstreamAttempts::default());
+    res
 }
 
 async fn read_json<B>(body: B, limit: usize) -> Result<ParsedBody, ApiError>
