@@ -17,6 +17,7 @@ use super::rewrite::{ModelRewriter, rewrite_message, upstream_request};
 use crate::BoxError;
 use crate::error::ApiError;
 use crate::parsed::{CollectError, ParsedBody, collect_limited, collect_limited_idle};
+use crate::report::ModelSlot;
 
 /// Middleware that sends `POST /v1/messages` to an Anthropic-speaking service with the model
 /// swapped, and puts the client's model back into the answer.
@@ -115,6 +116,11 @@ where
         return Ok(ApiError::invalid_request("model: Field required").into_anthropic_response());
     };
     let upstream_model = config.model_map.map(client_model);
+    // For an outer metrics layer's model labels.
+    if let Some(slot) = parts.extensions.get::<ModelSlot>() {
+        slot.set_requested(client_model);
+        slot.set_served(upstream_model);
+    }
     let Some(bytes) = upstream_request(request, upstream_model) else {
         return Ok(
             ApiError::invalid_request("request body cannot be re-encoded")
