@@ -9,6 +9,7 @@
 //! | [`metrics`] | `MetricsLayer`: requests, latency, time to first token, tokens, cache results and backend calls through the `metrics` facade |
 //! | [`sse`] | the sans-IO Server-Sent Events decoder and encoder the stream translation is built on |
 //! | [`parsed`] | the request body, parsed once and shared between layers |
+//! | [`passthrough`] | `AnthropicPassthroughLayer`: an Anthropic-speaking backend behind the same stack, only the model swapped (JSON and SSE) |
 //! | [`route`] | `Route`: model → ordered backends, fallback before the first byte, cool-down |
 //! | [`report`] | what inner layers tell outer ones (token usage, backends tried) through extensions |
 //! | [`error`] | Anthropic- and OpenAI-shaped error responses |
@@ -81,6 +82,8 @@ pub mod route;
 pub mod cache;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "translate")]
+pub mod passthrough;
 // The cache records and replays event streams with the same sans-IO decoder/encoder.
 #[cfg(any(feature = "translate", feature = "cache"))]
 pub mod sse;
