@@ -88,11 +88,9 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::anthropic::AnthropicUsage;
 use super::chat::stream::{StreamStatus, StreamTranslator};
 use super::responses::stream::ResponsesStreamTranslator;
 use crate::error::ApiError;
-use crate::report::UsageSlot;
 
 pin_project! {
     /// The body of every response the translation service returns. See the
@@ -131,8 +129,6 @@ pin_project! {
 #[derive(Debug)]
 struct StreamState {
     translator: Translator,
-    /// Where the final usage goes once the stream completes.
-    usage_slot: Option<UsageSlot>,
     out: BytesMut,
     idle_timeout: Option<Duration>,
     /// When the upstream will have been quiet for `idle_timeout`.
@@ -203,7 +199,6 @@ impl<B> TranslateBody<B> {
                 idle: None,
                 state: Box::new(StreamState {
                     translator,
-                    usage_slot: None,
                     out: BytesMut::new(),
                     idle_timeout,
                     deadline: None,
@@ -211,36 +206,6 @@ impl<B> TranslateBody<B> {
                 }),
             },
         }
-    }
-
-    /// For a translated stream, leaves the final usage in `slot` when the stream completes
-    /// (see [`report`](crate::report)); other kinds are returned as they are.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// use bytes::Bytes;
-    /// use http_body_util::{BodyExt, Full};
-    /// use tower_llm_bridge::report::UsageSlot;
-    /// use tower_llm_bridge::translate::body::TranslateBody;
-    /// use tower_llm_bridge::translate::stream::{StreamConfig, StreamTranslator};
-    ///
-    /// let upstream = Full::new(Bytes::from_static(
-    ///     b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":1}}\n\n",
-    /// ));
-    /// let slot = UsageSlot::new();
-    /// let translator = StreamTranslator::new(StreamConfig::new("claude-sonnet-4-5"));
-    /// let body = TranslateBody::stream(upstream, translator, None).report_usage(slot.clone());
-    /// body.collect().await.unwrap();
-    /// assert_eq!(slot.get().map(|usage| (usage.input_tokens, usage.output_tokens)), Some((7, 1)));
-    /// # }
-    /// ```
-    #[must_use]
-    pub fn report_usage(mut self, slot: UsageSlot) -> Self {
-        if let Kind::Stream { state, .. } = &mut self.kind {
-            state.usage_slot = Some(slot);
-        }
-        self
     }
 
     /// For a translated stream, whether it is still going, completed (`message_stop` sent)
@@ -324,11 +289,6 @@ where
                         // Never polled again: dropping it closes the upstream stream now
                         // (a stop sequence may end the answer before the upstream does).
                         body.set(None);
-                        if let (Some(slot), Some(usage)) =
-                            (&state.usage_slot, state.translator.usage())
-                        {
-                            slot.set(usage.into());
-                        }
                     }
                     if !state.out.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(state.out.split().freeze()))));
@@ -390,13 +350,6 @@ impl Translator {
         match self {
             Self::Chat(t) => t.status(),
             Self::Responses(t) => t.status(),
-        }
-    }
-
-    fn usage(&self) -> Option<AnthropicUsage> {
-        match self {
-            Self::Chat(t) => t.usage(),
-            Self::Responses(t) => t.usage(),
         }
     }
 }

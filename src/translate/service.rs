@@ -21,7 +21,7 @@ use crate::BoxError;
 use crate::error::ApiError;
 use crate::ids::new_id;
 use crate::parsed::{CollectError, ParsedBody, collect_limited, collect_limited_idle};
-use crate::report::UsageSlot;
+use crate::report::{ModelSlot, UsageSlot};
 
 /// The response header listing what a translation could not carry over.
 pub const DEGRADED_HEADER: HeaderName = HeaderName::from_static("x-llm-bridge-degraded");
@@ -181,7 +181,6 @@ where
             Err(err) => return Ok(error_response(err)),
         },
     };
-    let usage_slot = parts.extensions.get::<UsageSlot>().cloned();
     let translated = match config.wire {
         Wire::Chat => chat::request::translate_request(parsed.json(), &config.options),
         Wire::Responses => responses::request::translate_request(parsed.json(), &config.options),
@@ -208,6 +207,12 @@ where
         degraded,
     } = translated;
     tracing::debug!(%client_model, %upstream_model, stream, "translated /v1/messages");
+    // For an outer metrics layer: the models, and where to leave the answer's usage.
+    if let Some(models) = parts.extensions.get::<ModelSlot>() {
+        models.set_requested(&client_model);
+        models.set_served(&upstream_model);
+    }
+    let usage_slot = parts.extensions.get::<UsageSlot>().cloned();
     parts.method = Method::POST;
     parts.uri = config.upstream_path.clone().into();
     prepare_upstream_headers(&mut parts.headers, body.len(), stream);
@@ -233,6 +238,7 @@ where
     if stream {
         let mut stream_config = StreamConfig::new(client_model);
         stream_config.stop_sequences = stop_sequences;
+        stream_config.usage_slot = usage_slot;
         let body = match config.wire {
             Wire::Chat => TranslateBody::stream(
                 res_body,
@@ -244,10 +250,6 @@ where
                 ResponsesStreamTranslator::new(stream_config),
                 config.stream_idle_timeout,
             ),
-        };
-        let body = match usage_slot {
-            Some(slot) => body.report_usage(slot),
-            None => body,
         };
         let mut res = Response::new(body);
         let headers = res.headers_mut();
@@ -276,10 +278,10 @@ where
     };
     match translated {
         Ok(mut translated) => {
-            if let Some(slot) = &usage_slot {
-                slot.set(translated.usage.into());
-            }
             translated.degraded.extend(&degraded);
+            if let Some(slot) = &usage_slot {
+                slot.set(translated.usage);
+            }
             let mut res = Response::new(TranslateBody::full(translated.body));
             let headers = res.headers_mut();
             headers.insert(

@@ -25,7 +25,6 @@ use super::models::{
 use super::request::Degradations;
 use crate::error::{ApiError, to_json_bytes};
 use crate::ids::new_id;
-use crate::translate::anthropic::AnthropicUsage;
 use crate::translate::stop::cut_blocks;
 pub use crate::translate::tool_args::{RAW_ARGUMENTS_KEY, parse_tool_arguments};
 pub use crate::translate::upstream_error::translate_error;
@@ -46,8 +45,8 @@ pub struct TranslatedResponse {
     pub body: Bytes,
     /// What could not be carried over faithfully.
     pub degraded: Degradations,
-    /// The answer's token usage, as written in the message.
-    pub usage: AnthropicUsage,
+    /// The answer's usage (as in the body), for an outer metrics layer.
+    pub usage: crate::report::Usage,
 }
 
 /// Translates a successful OpenAI `chat.completion` body into an Anthropic `message`.
@@ -100,7 +99,7 @@ pub fn translate_response(
     Ok(TranslatedResponse {
         body: to_json_bytes(&message),
         degraded,
-        usage,
+        usage: usage.into(),
     })
 }
 

@@ -95,7 +95,7 @@ pub fn translate_response(
     Ok(TranslatedResponse {
         body: to_json_bytes(&message),
         degraded,
-        usage,
+        usage: usage.into(),
     })
 }
 

@@ -829,6 +829,9 @@ impl Core {
             },
         );
         emit(out, &Event::MessageStop);
+        if let Some(slot) = &self.config.usage_slot {
+            slot.set(usage.into());
+        }
         self.usage = Some(usage);
         self.phase = Phase::Done { failed: false };
     }
