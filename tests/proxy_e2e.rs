@@ -1708,7 +1708,11 @@ async fn streamed_answers_are_cached_and_replayed_in_both_modes() {
     let json = post_json(&proxy.url("/v1/messages"), &key, &request).await;
     assert_eq!(json.header("x-cache"), Some("HIT"));
     assert_eq!(json.header("content-type"), Some("application/json"));
-    let (a, b, c) = (final_message(&first), final_message(&second), final_message(&json));
+    let (a, b, c) = (
+        final_message(&first),
+        final_message(&second),
+        final_message(&json),
+    );
     assert_eq!(a["content"], json!([{"type": "text", "text": "Bonjour !"}]));
     for other in [&b, &c] {
         for field in ["content", "stop_reason", "stop_sequence", "usage", "model"] {
@@ -1745,9 +1749,19 @@ async fn concurrent_identical_streams_share_one_upstream_stream_through_real_soc
         texts.push(answer.text());
     }
     caches.sort();
-    assert_eq!(caches.iter().filter(|c| *c == "MISS").count(), 1, "{caches:?}");
-    assert!(caches.iter().all(|c| c == "MISS" || c == "HIT"), "{caches:?}");
-    assert!(texts.iter().all(|t| t == &texts[0]), "every client got the same bytes");
+    assert_eq!(
+        caches.iter().filter(|c| *c == "MISS").count(),
+        1,
+        "{caches:?}"
+    );
+    assert!(
+        caches.iter().all(|c| c == "MISS" || c == "HIT"),
+        "{caches:?}"
+    );
+    assert!(
+        texts.iter().all(|t| t == &texts[0]),
+        "every client got the same bytes"
+    );
     assert_eq!(mock.calls(), 1);
 }
 
@@ -1774,7 +1788,11 @@ async fn two_proxies_share_streamed_answers_through_one_redis() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!(through_b.header("x-cache"), Some("HIT"), "B streams it from Redis");
+    assert_eq!(
+        through_b.header("x-cache"),
+        Some("HIT"),
+        "B streams it from Redis"
+    );
     assert_eq!(through_b.header("content-type"), Some("text/event-stream"));
     let json_b = post_json(&b.url("/v1/messages"), &key, &request).await;
     assert_eq!(json_b.header("x-cache"), Some("HIT"));

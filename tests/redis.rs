@@ -654,12 +654,18 @@ async fn streamed_answers_are_shared_by_replicas_and_version_1_values_serve_stre
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert_eq!((x.as_str(), content_type.as_str()), ("HIT", "text/event-stream"));
+    assert_eq!(
+        (x.as_str(), content_type.as_str()),
+        ("HIT", "text/event-stream")
+    );
     assert_eq!(accumulated(&replayed), accumulated(STREAM));
     let mut json_request = request.clone();
     json_request["stream"] = serde_json::json!(false);
     let (x, content_type, json) = through_layer(&replica_b, &calls, &json_request).await;
-    assert_eq!((x.as_str(), content_type.as_str()), ("HIT", "application/json"));
+    assert_eq!(
+        (x.as_str(), content_type.as_str()),
+        ("HIT", "application/json")
+    );
     let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
     assert_eq!(json, accumulated(STREAM));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -690,7 +696,10 @@ async fn streamed_answers_are_shared_by_replicas_and_version_1_values_serve_stre
     let mut conn = raw(&redis.url).await;
     let _: () = conn.set_ex(format!("{prefix}{key}"), v1, 60).await.unwrap();
     let (x, content_type, stream) = through_layer(&replica_b, &calls, &other).await;
-    assert_eq!((x.as_str(), content_type.as_str()), ("HIT", "text/event-stream"));
+    assert_eq!(
+        (x.as_str(), content_type.as_str()),
+        ("HIT", "text/event-stream")
+    );
     let message = accumulated(&stream);
     assert_eq!(message["content"][0]["text"], "old");
     assert_eq!(message["usage"]["output_tokens"], 1);
