@@ -7,6 +7,7 @@
 //! | [`translate`] | `AnthropicToOpenAiLayer`: `POST /v1/messages` (JSON and SSE streaming, tools, images, thinking, stop sequences, usage, errors) served from `POST /v1/chat/completions` |
 //! | [`cache`] | `ResponseCacheLayer`: answers repeated requests from a cache keyed by SHA-256 of a canonical form of the request, scoped per backend and caller; `MemoryCache` (moka), `RedisCache`, `TieredCache` |
 //! | [`sse`] | the sans-IO Server-Sent Events decoder and encoder the stream translation is built on |
+//! | [`origin`] | `OriginGuardLayer`: an `Origin` allow-list, a `Host` check against DNS rebinding, CORS preflights for allowed origins |
 //! | [`parsed`] | the request body, parsed once and shared between layers |
 //! | [`report`] | what inner layers tell outer ones (token usage, backends tried) through extensions |
 //! | [`error`] | Anthropic- and OpenAI-shaped error responses |
@@ -71,6 +72,7 @@
 
 pub mod error;
 mod ids;
+pub mod origin;
 pub mod parsed;
 pub mod report;
 
