@@ -13,7 +13,7 @@
 //! | [`error`] | Anthropic- and OpenAI-shaped error responses |
 //!
 //! Each layer is useful alone and generic over the inner service and its body types; none
-//! owns an HTTP client. `examples/proxy.rs` assembles them into a complete proxy.
+//! owns an HTTP client. `examples/proxy/` assembles them into a complete proxy.
 //!
 //! # A full stack
 //!

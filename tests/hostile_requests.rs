@@ -6,8 +6,8 @@
 //!
 //! `cargo test --test hostile_requests -- --nocapture` prints the case → outcome table.
 
-#[path = "../examples/proxy.rs"]
-#[allow(dead_code)] // `main` and a few helpers are for the binary only.
+#[path = "../examples/proxy/main.rs"]
+#[allow(dead_code, unused_imports)] // `main`, a few helpers and re-exports are for the binary only.
 mod proxy;
 
 mod common;

@@ -12,8 +12,8 @@
 //!
 //! (100,000 requests, 256 concurrent, 1,000 slow streams; figures are printed.)
 
-#[path = "../examples/proxy.rs"]
-#[allow(dead_code)] // `main` and a few helpers are for the binary only.
+#[path = "../examples/proxy/main.rs"]
+#[allow(dead_code, unused_imports)] // `main`, a few helpers and re-exports are for the binary only.
 mod proxy;
 
 mod common;

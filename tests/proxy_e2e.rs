@@ -3,8 +3,8 @@
 //!
 //! Every request body here is unique, so the tests hold with the response cache in the stack.
 
-#[path = "../examples/proxy.rs"]
-#[allow(dead_code)] // `main` and a few helpers are for the binary only.
+#[path = "../examples/proxy/main.rs"]
+#[allow(dead_code, unused_imports)] // `main`, a few helpers and re-exports are for the binary only.
 mod proxy;
 
 mod common;
@@ -1285,7 +1285,7 @@ fn help_lists_every_setting_with_env_names_and_defaults() {
 // ---------------------------------------------------------------------------------------------
 // /v1/messages through the translation layer.
 //
-// These need `AnthropicToOpenAiLayer` at the `// LAYERS:` spot of `examples/proxy.rs`; until it
+// These need `AnthropicToOpenAiLayer` in the stack of `examples/proxy/app.rs`; until it
 // is wired in, `/v1/messages` reaches the mock untranslated and these tests fail.
 // ---------------------------------------------------------------------------------------------
 

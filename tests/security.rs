@@ -4,8 +4,8 @@
 //! client can choose the upstream (absolute-form targets, Host and forwarding headers,
 //! HTTP/2 authorities).
 
-#[path = "../examples/proxy.rs"]
-#[allow(dead_code)] // `main` and a few helpers are for the binary only.
+#[path = "../examples/proxy/main.rs"]
+#[allow(dead_code, unused_imports)] // `main`, a few helpers and re-exports are for the binary only.
 mod proxy;
 
 mod common;

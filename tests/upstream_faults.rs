@@ -6,8 +6,8 @@
 //!
 //! `cargo test --test upstream_faults -- --nocapture` prints the fault → outcome table.
 
-#[path = "../examples/proxy.rs"]
-#[allow(dead_code)] // `main` and a few helpers are for the binary only.
+#[path = "../examples/proxy/main.rs"]
+#[allow(dead_code, unused_imports)] // `main`, a few helpers and re-exports are for the binary only.
 mod proxy;
 
 mod common;

@@ -88,7 +88,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-use super::stream::{StreamStatus, StreamTranslator};
+use super::chat::stream::{StreamStatus, StreamTranslator};
 use crate::error::ApiError;
 
 pin_project! {

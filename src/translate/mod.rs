@@ -81,23 +81,29 @@
 //! # let _ = layer;
 //! ```
 
+pub mod anthropic;
 pub mod body;
+pub mod chat;
 mod config;
+mod degraded;
 mod future;
 mod layer;
-pub mod models;
-pub mod request;
-pub mod response;
 mod service;
-pub mod stream;
 pub mod tokens;
+mod tool_args;
+mod upstream_error;
+mod validate;
+
+// The chat wire's modules at their historical paths.
+pub use chat::{models, request, response, stream};
 
 pub use body::TranslateBody;
 pub use config::{MaxTokensCaps, ModelMap, ReasoningModels, TranslateOptions};
+pub use degraded::Degradations;
 pub use future::ResponseFuture;
 pub use layer::{
     AnthropicToOpenAiLayer, DEFAULT_BODY_LIMIT, DEFAULT_RESPONSE_LIMIT, InvalidUpstreamPath,
 };
-pub use request::{Degradations, TranslatedRequest, translate_request};
+pub use request::{TranslatedRequest, translate_request};
 pub use service::{AnthropicToOpenAi, DEGRADED_HEADER, remove_client_credentials};
 pub use stream::{StreamConfig, StreamStatus, StreamTranslator};

@@ -10,11 +10,11 @@ use http_body_util::{Either, Full};
 use tower_service::Service;
 
 use super::body::TranslateBody;
+use super::chat::request::{Degradations, TranslatedRequest, translate_request};
+use super::chat::response::{ResponseContext, translate_error, translate_response};
+use super::chat::stream::{StreamConfig, StreamTranslator};
 use super::future::ResponseFuture;
 use super::layer::Config;
-use super::request::{Degradations, TranslatedRequest, translate_request};
-use super::response::{ResponseContext, translate_error, translate_response};
-use super::stream::{StreamConfig, StreamTranslator};
 use crate::BoxError;
 use crate::error::ApiError;
 use crate::ids::new_id;

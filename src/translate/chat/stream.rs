@@ -3,7 +3,7 @@
 //!
 //! [`StreamTranslator`] is fed upstream bytes as they arrive ([`StreamTranslator::push`]) and
 //! appends the Anthropic events they complete to a buffer; the streaming response body
-//! ([`TranslateBody`](super::body::TranslateBody)) sends that buffer on as one frame per
+//! ([`TranslateBody`](crate::translate::body::TranslateBody)) sends that buffer on as one frame per
 //! upstream frame. Nothing is held back except what correctness needs:
 //!
 //! - **One open block at a time**, as Anthropic streams have. Blocks open lazily (an empty
@@ -90,13 +90,17 @@
 //! ```
 
 use bytes::BytesMut;
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::sse::{self, SseDecoder, SseError, SseEvent};
 
-use super::models::{AnthropicUsage, ChatCompletionChunk, StopReason, ToolCall, Usage};
+use super::models::{ChatCompletionChunk, StopReason, ToolCall, Usage};
+use crate::translate::anthropic::{
+    BlockDelta, BlockStart, Empty, Event, MessageDelta, StartMessage, emit,
+};
+use crate::translate::tool_args::JsonScan;
+use crate::translate::upstream_error::upstream_error;
 
 /// What a [`StreamTranslator`] needs to know about the request.
 #[derive(Clone, Debug)]
@@ -775,182 +779,6 @@ impl Core {
     }
 }
 
-/// Maps an upstream error object (`{"error": {...}}`, `{...}` or a string) to the error event
-/// sent to the client: `overloaded_error` when the upstream says it is overloaded (so SDKs
-/// retry), `api_error` otherwise; the upstream's message is kept.
-fn upstream_error(value: &Value) -> ApiError {
-    let inner = value
-        .get("error")
-        .filter(|inner| !inner.is_null())
-        .unwrap_or(value);
-    let message = match inner {
-        Value::String(text) => text.clone(),
-        Value::Object(map) => map
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| inner.to_string(), str::to_owned),
-        other => other.to_string(),
-    };
-    if mentions_overload(inner) {
-        ApiError::from_upstream_status(http::StatusCode::SERVICE_UNAVAILABLE, message)
-    } else {
-        ApiError::bad_gateway(message)
-    }
-}
-
-fn mentions_overload(value: &Value) -> bool {
-    match value {
-        Value::String(text) => text.to_ascii_lowercase().contains("overload"),
-        Value::Number(number) => matches!(number.as_u64(), Some(503 | 529)),
-        Value::Object(map) => ["type", "code", "status", "message"]
-            .iter()
-            .any(|key| map.get(*key).is_some_and(mentions_overload)),
-        _ => false,
-    }
-}
-
-/// Tracks whether streamed JSON text has formed one complete object or array, without
-/// storing it: nesting depth outside strings, and string/escape state.
-#[derive(Debug, Default, Clone, Copy)]
-struct JsonScan {
-    depth: u32,
-    in_string: bool,
-    escaped: bool,
-    closed: bool,
-}
-
-impl JsonScan {
-    fn feed(&mut self, text: &str) {
-        for &byte in text.as_bytes() {
-            if self.in_string {
-                match byte {
-                    _ if self.escaped => self.escaped = false,
-                    b'\\' => self.escaped = true,
-                    b'"' => self.in_string = false,
-                    _ => {}
-                }
-                continue;
-            }
-            match byte {
-                b'"' => self.in_string = true,
-                b'{' | b'[' => {
-                    self.depth += 1;
-                    self.closed = false;
-                }
-                b'}' | b']' => {
-                    self.depth = self.depth.saturating_sub(1);
-                    self.closed = self.depth == 0;
-                }
-                _ => {}
-            }
-        }
-    }
-
-    fn is_complete(&self) -> bool {
-        self.closed && self.depth == 0 && !self.in_string
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Anthropic stream events (borrowed, serialized straight into the output buffer)
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum Event<'a> {
-    MessageStart {
-        message: StartMessage<'a>,
-    },
-    Ping,
-    ContentBlockStart {
-        index: u32,
-        content_block: BlockStart<'a>,
-    },
-    ContentBlockDelta {
-        index: u32,
-        delta: BlockDelta<'a>,
-    },
-    ContentBlockStop {
-        index: u32,
-    },
-    MessageDelta {
-        delta: MessageDelta<'a>,
-        usage: AnthropicUsage,
-    },
-    MessageStop,
-}
-
-impl Event<'_> {
-    fn name(&self) -> &'static str {
-        match self {
-            Self::MessageStart { .. } => "message_start",
-            Self::Ping => "ping",
-            Self::ContentBlockStart { .. } => "content_block_start",
-            Self::ContentBlockDelta { .. } => "content_block_delta",
-            Self::ContentBlockStop { .. } => "content_block_stop",
-            Self::MessageDelta { .. } => "message_delta",
-            Self::MessageStop => "message_stop",
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct StartMessage<'a> {
-    id: &'a str,
-    r#type: &'static str,
-    role: &'static str,
-    model: &'a str,
-    content: &'static [()],
-    stop_reason: Option<StopReason>,
-    stop_sequence: Option<&'a str>,
-    usage: AnthropicUsage,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum BlockStart<'a> {
-    Thinking {
-        thinking: &'static str,
-        signature: &'static str,
-    },
-    Text {
-        text: &'static str,
-    },
-    ToolUse {
-        id: &'a str,
-        name: &'a str,
-        input: Empty,
-    },
-}
-
-/// Serializes as `{}`.
-#[derive(Serialize)]
-struct Empty {}
-
-// The variant names are the wire names (`text_delta`, …).
-#[allow(clippy::enum_variant_names)]
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum BlockDelta<'a> {
-    TextDelta { text: &'a str },
-    ThinkingDelta { thinking: &'a str },
-    SignatureDelta { signature: &'a str },
-    InputJsonDelta { partial_json: &'a str },
-}
-
-#[derive(Serialize)]
-struct MessageDelta<'a> {
-    stop_reason: StopReason,
-    stop_sequence: Option<&'a str>,
-}
-
-fn emit(out: &mut BytesMut, event: &Event<'_>) {
-    if let Err(err) = sse::encode_json_event(out, event.name(), event) {
-        // Unreachable in practice: these are plain structs of strings and numbers.
-        tracing::error!(%err, "failed to serialize a stream event");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -972,52 +800,6 @@ mod tests {
             message_id: "msg_test".into(),
             ..StreamConfig::new("claude-test")
         })
-    }
-
-    #[test]
-    fn json_scan_tracks_completeness() {
-        let cases = [
-            (r#"{"a":1}"#, true),
-            (r#"{"a":"}"}"#, true),
-            (r#"{"a":"\"}"#, false),
-            (r#"{"a":"\\"}"#, true),
-            (r#"{"a":[1,{"b":2}]"#, false),
-            (r#"{"a":[1,{"b":2}]}"#, true),
-            ("", false),
-            ("  ", false),
-            ("[]", true),
-            (r#"{"a":1}{"#, false),
-        ];
-        for (text, complete) in cases {
-            let mut whole = JsonScan::default();
-            whole.feed(text);
-            assert_eq!(whole.is_complete(), complete, "{text}");
-            let mut bytewise = JsonScan::default();
-            for piece in text.split_inclusive(|_| true) {
-                bytewise.feed(piece);
-            }
-            assert_eq!(bytewise.is_complete(), complete, "{text} piecewise");
-        }
-    }
-
-    #[test]
-    fn upstream_errors_keep_message_and_spot_overload() {
-        let err = upstream_error(
-            &serde_json::json!({"error": {"message": "Server overloaded, retry", "type": "server_error"}}),
-        );
-        assert_eq!(
-            (err.error_type(), err.message()),
-            ("overloaded_error", "Server overloaded, retry")
-        );
-        let err = upstream_error(&serde_json::json!({"error": {"message": "busy", "code": 529}}));
-        assert_eq!(err.error_type(), "overloaded_error");
-        let err = upstream_error(&serde_json::json!({"message": "boom", "type": "internal"}));
-        assert_eq!((err.error_type(), err.message()), ("api_error", "boom"));
-        let err = upstream_error(&serde_json::json!("plain text"));
-        assert_eq!(
-            (err.error_type(), err.message()),
-            ("api_error", "plain text")
-        );
     }
 
     #[test]

@@ -18,19 +18,15 @@
 //! ```
 
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
-use serde_json::{Map, Value};
 
 use super::models::{
-    AssistantMessage, ChatCompletion, ContentBlock, MessageResponse, OpenAiErrorBody, StopReason,
-    ToolCall,
+    AssistantMessage, ChatCompletion, ContentBlock, MessageResponse, StopReason, ToolCall,
 };
 use super::request::Degradations;
 use crate::error::{ApiError, to_json_bytes};
 use crate::ids::new_id;
-
-/// The key under which a tool call's arguments are kept when they are not a JSON object.
-pub const RAW_ARGUMENTS_KEY: &str = "_raw_arguments";
+pub use crate::translate::tool_args::{RAW_ARGUMENTS_KEY, parse_tool_arguments};
+pub use crate::translate::upstream_error::translate_error;
 
 /// What the response translation needs to know about the request.
 #[derive(Clone, Copy, Debug)]
@@ -135,78 +131,6 @@ fn content_blocks(message: AssistantMessage, degraded: &mut Degradations) -> Vec
         });
     }
     blocks
-}
-
-/// Parses tool-call arguments into the object Anthropic's `input` must be (SPEC §18).
-///
-/// Empty (or `null`) arguments are `{}`; arguments wrapped in a markdown code fence are
-/// unwrapped; anything that is still not a JSON object is kept as text under
-/// [`RAW_ARGUMENTS_KEY`], and the second value is `false`.
-///
-/// ```
-/// use serde_json::json;
-/// use tower_llm_bridge::translate::response::parse_tool_arguments;
-///
-/// assert_eq!(parse_tool_arguments(Some("")), (json!({}), true));
-/// assert_eq!(parse_tool_arguments(Some("```json\n{\"a\":1}\n```")), (json!({"a": 1}), true));
-/// assert_eq!(parse_tool_arguments(Some("{\"a\":")), (json!({"_raw_arguments": "{\"a\":"}), false));
-/// ```
-pub fn parse_tool_arguments(arguments: Option<&str>) -> (Value, bool) {
-    let raw = arguments.unwrap_or("");
-    let trimmed = strip_code_fence(raw.trim());
-    if trimmed.is_empty() || trimmed == "null" {
-        return (Value::Object(Map::new()), true);
-    }
-    match serde_json::from_str::<Value>(trimmed) {
-        Ok(object @ Value::Object(_)) => (object, true),
-        _ => {
-            let mut kept = Map::new();
-            kept.insert(RAW_ARGUMENTS_KEY.to_owned(), Value::String(raw.to_owned()));
-            (Value::Object(kept), false)
-        }
-    }
-}
-
-fn strip_code_fence(text: &str) -> &str {
-    let Some(rest) = text.strip_prefix("```") else {
-        return text;
-    };
-    let Some(rest) = rest.strip_suffix("```") else {
-        return text;
-    };
-    // Drop the info string (`json`) on the opening line.
-    match rest.split_once('\n') {
-        Some((info, body)) if !info.contains('{') && !info.contains('[') => body.trim(),
-        _ => rest.trim(),
-    }
-}
-
-/// Maps an upstream error response to the Anthropic error for its status (SPEC §29),
-/// keeping the upstream's message when it has one and passing `retry-after` through.
-///
-/// ```
-/// use http::{HeaderValue, StatusCode};
-/// use tower_llm_bridge::translate::response::translate_error;
-///
-/// let err = translate_error(
-///     StatusCode::TOO_MANY_REQUESTS,
-///     Some(&HeaderValue::from_static("20")),
-///     br#"{"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}"#,
-/// );
-/// assert_eq!(err.status(), 429);
-/// assert_eq!(err.error_type(), "rate_limit_error");
-/// assert_eq!(err.message(), "Rate limit reached");
-/// ```
-pub fn translate_error(
-    status: StatusCode,
-    retry_after: Option<&HeaderValue>,
-    body: &[u8],
-) -> ApiError {
-    let message = serde_json::from_slice::<OpenAiErrorBody>(body)
-        .ok()
-        .and_then(|parsed| parsed.message_text())
-        .unwrap_or_else(|| format!("upstream returned HTTP {}", status.as_u16()));
-    ApiError::from_upstream_status(status, message).with_retry_after(retry_after.cloned())
 }
 
 #[cfg(test)]

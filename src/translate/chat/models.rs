@@ -17,7 +17,7 @@
 //! assert_eq!((usage.input_tokens, usage.output_tokens), (10, 0));
 //! ```
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
@@ -235,46 +235,6 @@ impl Delta {
     }
 }
 
-/// The error object of an OpenAI-style error body, read leniently.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct OpenAiErrorBody {
-    /// `{"error": {...}}` or `{"error": "text"}`.
-    pub error: Option<Value>,
-    /// Some servers (FastAPI-based) send `{"detail": ...}`.
-    pub detail: Option<Value>,
-    /// Some servers send `{"message": ...}` at top level.
-    pub message: Option<String>,
-}
-
-impl OpenAiErrorBody {
-    /// The most specific human-readable message the body carries.
-    ///
-    /// ```
-    /// # use tower_llm_bridge::translate::models::OpenAiErrorBody;
-    /// let body: OpenAiErrorBody =
-    ///     serde_json::from_str(r#"{"error":{"message":"Rate limit","code":429}}"#).unwrap();
-    /// assert_eq!(body.message_text().as_deref(), Some("Rate limit"));
-    /// ```
-    pub fn message_text(&self) -> Option<String> {
-        let from_value = |value: &Value| match value {
-            Value::String(text) => Some(text.clone()),
-            Value::Object(map) => map
-                .get("message")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            Value::Null => None,
-            other => Some(other.to_string()),
-        };
-        self.error
-            .as_ref()
-            .and_then(from_value)
-            .or_else(|| self.detail.as_ref().and_then(from_value))
-            .or_else(|| self.message.clone())
-            .filter(|text| !text.is_empty())
-    }
-}
-
 fn matched_stop<'a>(stop_reason: Option<&'a Value>, matched: Option<&'a Value>) -> Option<&'a str> {
     stop_reason
         .and_then(Value::as_str)
@@ -282,103 +242,13 @@ fn matched_stop<'a>(stop_reason: Option<&'a Value>, matched: Option<&'a Value>) 
 }
 
 // ---------------------------------------------------------------------------------------------
-// Anthropic responses (written)
+// Anthropic responses (written): shared with the other wires
 // ---------------------------------------------------------------------------------------------
 
-/// An Anthropic `message` response.
-#[derive(Debug, Serialize)]
-pub struct MessageResponse<'a> {
-    /// `msg_…`.
-    pub id: String,
-    /// Always `"message"`.
-    pub r#type: &'static str,
-    /// Always `"assistant"`.
-    pub role: &'static str,
-    /// The model name the client asked for.
-    pub model: &'a str,
-    /// The content blocks.
-    pub content: Vec<ContentBlock>,
-    /// Why generation stopped.
-    pub stop_reason: Option<StopReason>,
-    /// The stop sequence that matched, when `stop_reason` is `stop_sequence`.
-    pub stop_sequence: Option<String>,
-    /// Token usage.
-    pub usage: AnthropicUsage,
-}
-
-/// An Anthropic response content block.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ContentBlock {
-    /// Model reasoning.
-    Thinking {
-        /// The reasoning text.
-        thinking: String,
-        /// Anthropic signs thinking; OpenAI backends cannot, so this is `""`.
-        signature: String,
-    },
-    /// Text.
-    Text {
-        /// The text.
-        text: String,
-    },
-    /// A tool call.
-    ToolUse {
-        /// `toolu_…` or the upstream call id.
-        id: String,
-        /// The tool name.
-        name: String,
-        /// The parsed arguments object.
-        input: Value,
-    },
-}
-
-/// Anthropic usage.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct AnthropicUsage {
-    /// Prompt tokens not read from the prompt cache.
-    pub input_tokens: u64,
-    /// Generated tokens.
-    pub output_tokens: u64,
-    /// Always 0: OpenAI backends do not report cache writes.
-    pub cache_creation_input_tokens: u64,
-    /// Prompt tokens read from the backend's prompt cache.
-    pub cache_read_input_tokens: u64,
-}
-
-/// Anthropic `stop_reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// The model finished its turn.
-    EndTurn,
-    /// `max_tokens` was reached.
-    MaxTokens,
-    /// A requested stop sequence matched.
-    StopSequence,
-    /// The model called a tool.
-    ToolUse,
-    /// The backend's content filter stopped generation.
-    Refusal,
-}
+pub use crate::translate::anthropic::{AnthropicUsage, ContentBlock, MessageResponse, StopReason};
+pub use crate::translate::upstream_error::OpenAiErrorBody;
 
 impl StopReason {
-    /// The wire name.
-    ///
-    /// ```
-    /// # use tower_llm_bridge::translate::models::StopReason;
-    /// assert_eq!(StopReason::ToolUse.as_str(), "tool_use");
-    /// ```
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::EndTurn => "end_turn",
-            Self::MaxTokens => "max_tokens",
-            Self::StopSequence => "stop_sequence",
-            Self::ToolUse => "tool_use",
-            Self::Refusal => "refusal",
-        }
-    }
-
     /// Maps an OpenAI `finish_reason` (SPEC §19). `stop` becomes `stop_sequence` when the
     /// upstream names a matched string that the client requested, or when the generated
     /// text ends with one of them; the matched sequence is returned alongside.

@@ -1,0 +1,128 @@
+//! An Anthropic Messages API endpoint in front of any OpenAI-compatible backend.
+//!
+//! ```text
+//! OPENAI_API_KEY=sk-... cargo run --release --example proxy
+//! ANTHROPIC_BASE_URL=http://127.0.0.1:3000 claude
+//! ```
+//!
+//! Run with `--help` for every setting. The pieces are reusable: [`app`] builds the whole
+//! service (tests drive it through real sockets), [`serve`] runs it on a listener until a
+//! shutdown signal, and `main` only reads the configuration and waits for Ctrl-C or SIGTERM.
+//!
+//! Request flow:
+//!
+//! ```text
+//! TraceLayer (bodies failing mid-stream; the request span at debug level)
+//!   └─ Router (one log line per request): GET /health · auth (PROXY_API_KEYS) · GET /v1/models · POST /v1/messages/count_tokens
+//!        └─ POST /v1/messages, POST /v1/chat/completions: body collected under BODY_LIMIT_BYTES
+//!             └─ LLM stack (cache, translation) ─► Upstream (hyper-util client, rustls, pooled)
+//! ```
+//!
+//! One concern per file, so that a new setting, route or layer has one obvious place:
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `config.rs` | every flag, environment variable and default (clap), their validation, [`Config`] |
+//! | `app.rs` | the layer stack ([`app`]): logging, cache, translation, upstream |
+//! | `router.rs` | the routes: `/health`, auth, `/v1/models`, `count_tokens`, the LLM routes, 404 |
+//! | `auth.rs` | proxy keys: which credential a client presented, constant-time comparison |
+//! | `models.rs` | the model list behind `/v1/models` |
+//! | `upstream.rs` | the pooled HTTP client to the backend ([`Upstream`]) |
+//! | `server.rs` | the accept loop ([`serve`]): HTTP/1.1 + h2, header timeouts, graceful shutdown |
+//! | `main.rs` | reads the configuration, starts the runtime, waits for Ctrl-C or SIGTERM |
+
+mod app;
+mod auth;
+mod config;
+mod models;
+mod router;
+mod server;
+mod upstream;
+
+use std::process::ExitCode;
+
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+pub use app::{App, ProxyBody, app};
+pub use auth::constant_time_eq;
+pub use config::{CacheSettings, Command, Config, ConfigError, Secret, UpstreamUrl};
+pub use router::Router;
+pub use server::{serve, tune_accepted};
+pub use upstream::Upstream;
+
+// glibc's malloc spends ~30% of a Claude-Code-sized request in malloc/free (freeing a
+// 64 KiB+ block consolidates the fast bins); jemalloc takes 17% off that request's CPU time
+// for +1 MiB idle RSS (mimalloc: 24%, but +7 MiB idle and +75% RSS at 1,000 open streams).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+fn main() -> ExitCode {
+    let config =
+        match Config::from_sources(std::env::args().skip(1), |name| std::env::var(name).ok()) {
+            Ok(Command::Run(config)) => config,
+            Ok(Command::Help(text)) => {
+                print!("{text}");
+                return ExitCode::SUCCESS;
+            }
+            Err(err) => {
+                eprintln!("proxy: {err}\nRun with --help to see every setting.");
+                return ExitCode::from(2);
+            }
+        };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_filter))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("proxy: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
+        serve(listener, *config, shutdown_signal())
+            .await
+            .map_err(|err| err.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("proxy: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C, or SIGTERM on Unix (what `docker stop` and systemd send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            warn!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                warn!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => info!("Ctrl-C received, shutting down"),
+        () = terminate => info!("SIGTERM received, shutting down"),
+    }
+}

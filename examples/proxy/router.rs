@@ -1,0 +1,324 @@
+//! The routes: `/health`, auth, `/v1/models`, `count_tokens`, the LLM routes, and 404 for the
+//! rest. A new local route goes in [`Router::route`]'s `match`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use tower::{Service, ServiceExt};
+use tower_llm_bridge::BoxError;
+use tower_llm_bridge::cache::{CallerIdentity, RedisCache};
+use tower_llm_bridge::error::ApiError;
+use tower_llm_bridge::parsed::collect_limited;
+use tower_llm_bridge::translate::tokens::estimate_input_tokens;
+use tracing::info;
+
+use super::app::{LlmService, ProxyBody, json_response};
+use super::auth::{authenticate, presented_credentials};
+use super::config::Secret;
+use super::models::ModelInfo;
+
+/// Routes requests to the local endpoints or the LLM stack.
+#[derive(Clone)]
+pub struct Router {
+    pub(super) llm: LlmService,
+    pub(super) shared: Arc<Shared>,
+}
+
+pub(super) struct Shared {
+    /// The shared cache tier, for `/health`.
+    pub(super) redis: Option<RedisCache>,
+    pub(super) upstream: String,
+    pub(super) models: Vec<ModelInfo>,
+    pub(super) proxy_api_keys: Option<Vec<Secret>>,
+    pub(super) body_limit: usize,
+    pub(super) body_read_timeout: Option<Duration>,
+}
+
+/// Which error shape the client of a route understands.
+#[derive(Clone, Copy)]
+enum Flavor {
+    Anthropic,
+    OpenAi,
+}
+
+impl Flavor {
+    fn of(path: &str) -> Self {
+        if path == "/v1/chat/completions" {
+            Self::OpenAi
+        } else {
+            Self::Anthropic
+        }
+    }
+
+    fn error(self, err: ApiError) -> Response<ProxyBody> {
+        match self {
+            Self::Anthropic => err.into_anthropic_response::<Full<Bytes>>(),
+            Self::OpenAi => err.into_openai_response::<Full<Bytes>>(),
+        }
+        .map(|body| body.map_err(|never| match never {}).boxed_unsync())
+    }
+}
+
+impl<B> Service<Request<B>> for Router
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+    #[inline]
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The LLM stack is driven to readiness per request (`oneshot`) inside the future.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let router = self.clone();
+        // For the log line: both clones are cheap (a standard method is a tag, the URI's
+        // path shares the request head's buffer).
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let start = Instant::now();
+        Box::pin(async move {
+            let res = router.route(req).await;
+            // One line per request, when the response head is ready.
+            info!(
+                method = %method,
+                path = %uri.path(),
+                status = res.status().as_u16(),
+                latency_ms = start.elapsed().as_millis() as u64,
+                "response"
+            );
+            Ok(res)
+        })
+    }
+}
+
+impl Router {
+    async fn route<B>(self, req: Request<B>) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = req.into_parts();
+        let path = parts.uri.path();
+        let flavor = Flavor::of(path);
+
+        // Load balancers probe this without credentials.
+        if path == "/health" && (parts.method == Method::GET || parts.method == Method::HEAD) {
+            // A Redis outage degrades the cache, not the proxy: report it, stay healthy.
+            let redis = match &self.shared.redis {
+                None => "off",
+                Some(redis) if redis.ping().await => "up",
+                Some(_) => "down",
+            };
+            return json_response(
+                StatusCode::OK,
+                &json!({"status": "ok", "upstream": self.shared.upstream, "redis": redis}),
+            );
+        }
+
+        let credential = match &self.shared.proxy_api_keys {
+            Some(keys) => match authenticate(keys, &parts.headers) {
+                Some(credential) => Some(credential),
+                None => {
+                    return flavor.error(ApiError::authentication(
+                        "invalid or missing API key (send it as x-api-key or Authorization: Bearer)",
+                    ));
+                }
+            },
+            None => presented_credentials(&parts.headers).next(),
+        };
+        // The cache scopes answers per caller by a hash of the credential, never the credential.
+        parts.extensions.insert(
+            credential.map_or_else(CallerIdentity::anonymous, CallerIdentity::from_credential),
+        );
+        // The credential was for this proxy: nothing further in needs to see it.
+        parts.headers.remove("x-api-key");
+        parts.headers.remove(header::AUTHORIZATION);
+
+        if parts.method == Method::POST
+            && matches!(
+                path,
+                "/v1/messages" | "/v1/messages/count_tokens" | "/v1/chat/completions"
+            )
+            && let Some(err) = unsupported_content_type(&parts.headers)
+        {
+            return flavor.error(err);
+        }
+
+        match (&parts.method, path) {
+            (&Method::GET, "/v1/models") => self.list_models(parts.uri.query()),
+            (&Method::GET, p) if p.starts_with("/v1/models/") => {
+                let id = &p["/v1/models/".len()..];
+                match self.shared.models.iter().find(|m| m.id == id) {
+                    Some(model) => json_response(StatusCode::OK, &model.to_json()),
+                    None => flavor.error(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "not_found_error",
+                        format!("model: {id}"),
+                    )),
+                }
+            }
+            (&Method::POST, "/v1/messages/count_tokens") => {
+                match read_body(body, &self.shared).await {
+                    Ok(bytes) => count_tokens(&bytes),
+                    Err(err) => body_error(flavor, err, parts.version),
+                }
+            }
+            (&Method::POST, "/v1/messages" | "/v1/chat/completions") => {
+                // Collected here under the limit so that every route answers 413 the same
+                // way; the first layer that needs the JSON parses these bytes once.
+                match read_body(body, &self.shared).await {
+                    Ok(bytes) => {
+                        let req = Request::from_parts(parts, Full::new(bytes));
+                        match self.llm.oneshot(req).await {
+                            Ok(res) => res,
+                            Err(never) => match never {},
+                        }
+                    }
+                    Err(err) => body_error(flavor, err, parts.version),
+                }
+            }
+            _ => flavor.error(ApiError::not_found(&format!("{} {path}", parts.method))),
+        }
+    }
+
+    /// `GET /v1/models` with Anthropic's pagination (`limit`, `after_id`, `before_id`).
+    fn list_models(&self, query: Option<&str>) -> Response<ProxyBody> {
+        let mut limit = 20usize;
+        let mut after_id = None;
+        let mut before_id = None;
+        for (key, value) in query
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+        {
+            match key {
+                "limit" => match value.parse::<usize>() {
+                    Ok(n @ 1..=1000) => limit = n,
+                    _ => {
+                        return Flavor::Anthropic.error(ApiError::invalid_request(
+                            "limit: must be an integer between 1 and 1000",
+                        ));
+                    }
+                },
+                "after_id" => after_id = Some(value),
+                "before_id" => before_id = Some(value),
+                _ => {}
+            }
+        }
+        let models = &self.shared.models;
+        let position = |id: &str| models.iter().position(|m| m.id == id);
+        let page: &[ModelInfo] = match (after_id, before_id) {
+            (Some(id), _) => match position(id) {
+                Some(i) => &models[i + 1..(i + 1 + limit).min(models.len())],
+                None => &[],
+            },
+            (None, Some(id)) => match position(id) {
+                Some(i) => &models[i.saturating_sub(limit)..i],
+                None => &[],
+            },
+            (None, None) => &models[..limit.min(models.len())],
+        };
+        let has_more = match (page.first(), page.last(), before_id) {
+            (Some(first), _, Some(_)) => position(&first.id).is_some_and(|i| i > 0),
+            (_, Some(last), None) => position(&last.id).is_some_and(|i| i + 1 < models.len()),
+            _ => false,
+        };
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "data": page.iter().map(ModelInfo::to_json).collect::<Vec<_>>(),
+                "has_more": has_more,
+                "first_id": page.first().map(|m| m.id.as_str()),
+                "last_id": page.last().map(|m| m.id.as_str()),
+            }),
+        )
+    }
+}
+
+/// Collects a request body under the size limit and within the body read timeout: a
+/// client that sends its body slowly (slowloris) gets a 408 instead of holding a
+/// connection and a task forever. The header read timeout does not cover the body.
+async fn read_body<B>(body: B, shared: &Shared) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let collect = collect_limited(body, shared.body_limit);
+    let Some(limit) = shared.body_read_timeout else {
+        return collect.await.map_err(Into::into);
+    };
+    match tokio::time::timeout(limit, collect).await {
+        Ok(collected) => collected.map_err(Into::into),
+        Err(_elapsed) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!(
+                "the request body did not arrive within {} s",
+                limit.as_secs()
+            ),
+        )),
+    }
+}
+
+/// `415` for a body declared as something other than JSON. A missing `content-type` is
+/// accepted (some clients omit it); a form or `text/plain` body is refused, which also keeps
+/// browsers' cross-site "simple" requests (no CORS preflight) from reaching the upstream.
+fn unsupported_content_type(headers: &HeaderMap) -> Option<ApiError> {
+    let value = headers.get(header::CONTENT_TYPE)?;
+    let essence = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some("application/json") => None,
+        Some(media) if media.starts_with("application/") && media.ends_with("+json") => None,
+        _ => Some(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            "content-type: must be application/json",
+        )),
+    }
+}
+
+/// The answer to a body that could not be read. After a body timeout the rest of the body
+/// may still be on its way: an HTTP/1 connection is closed rather than reused.
+fn body_error(flavor: Flavor, err: ApiError, version: Version) -> Response<ProxyBody> {
+    let timed_out = err.status() == StatusCode::REQUEST_TIMEOUT;
+    let mut res = flavor.error(err);
+    if timed_out && version < Version::HTTP_2 {
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    res
+}
+
+fn count_tokens(bytes: &[u8]) -> Response<ProxyBody> {
+    let body: Value = match serde_json::from_slice(bytes) {
+        Ok(body) => body,
+        Err(err) => {
+            return Flavor::Anthropic.error(ApiError::invalid_request(format!(
+                "invalid JSON body: {err}"
+            )));
+        }
+    };
+    match estimate_input_tokens(&body) {
+        Ok(tokens) => json_response(StatusCode::OK, &json!({"input_tokens": tokens})),
+        Err(err) => Flavor::Anthropic.error(err),
+    }
+}
