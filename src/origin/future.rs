@@ -5,8 +5,9 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use http::Response;
 use http::header::{self, HeaderValue};
-use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
+
+use super::body::ResponseBody;
 
 pin_project! {
     /// Response future of [`OriginGuard`](super::OriginGuard).
@@ -26,7 +27,7 @@ pin_project! {
             cors: Option<HeaderValue>,
         },
         Ready {
-            response: Option<Response<Full<Bytes>>>,
+            response: Option<Response<Bytes>>,
         },
     }
 }
@@ -38,7 +39,7 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn ready(response: Response<Full<Bytes>>) -> Self {
+    pub(crate) fn ready(response: Response<Bytes>) -> Self {
         Self {
             kind: Kind::Ready {
                 response: Some(response),
@@ -51,12 +52,12 @@ impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<Either<Full<Bytes>, B>>, E>;
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Inner { future, cors } => {
-                let mut res = ready!(future.poll(cx))?.map(Either::Right);
+                let mut res = ready!(future.poll(cx))?.map(ResponseBody::inner);
                 if let Some(origin) = cors.take() {
                     let headers = res.headers_mut();
                     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
@@ -72,7 +73,7 @@ where
             }
             KindProj::Ready { response } => {
                 let res = response.take().expect("future polled after completion");
-                Poll::Ready(Ok(res.map(Either::Left)))
+                Poll::Ready(Ok(res.map(ResponseBody::full)))
             }
         }
     }

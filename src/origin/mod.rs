@@ -59,10 +59,12 @@
 //! # }
 //! ```
 
+mod body;
 mod future;
 mod layer;
 mod service;
 
+pub use body::ResponseBody;
 pub use future::ResponseFuture;
 pub use layer::OriginGuardLayer;
 pub use service::OriginGuard;

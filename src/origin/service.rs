@@ -4,9 +4,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{Either, Full};
 use tower_service::Service;
 
+use super::body::ResponseBody;
 use super::future::ResponseFuture;
 use super::layer::Policy;
 use crate::error::ApiError;
@@ -44,7 +44,7 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for OriginGuard<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
-    type Response = Response<Either<Full<Bytes>, ResBody>>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -107,7 +107,7 @@ where
     }
 }
 
-fn forbidden(openai: bool, message: &str) -> Response<Full<Bytes>> {
+fn forbidden(openai: bool, message: &str) -> Response<Bytes> {
     let err = ApiError::new(StatusCode::FORBIDDEN, "permission_error", message);
     if openai {
         err.into_openai_response()
@@ -117,8 +117,8 @@ fn forbidden(openai: bool, message: &str) -> Response<Full<Bytes>> {
 }
 
 /// The `204` answer to a preflight from an allowed origin.
-fn preflight<B>(origin: HeaderValue, req: &Request<B>) -> Response<Full<Bytes>> {
-    let mut res = Response::new(Full::new(Bytes::new()));
+fn preflight<B>(origin: HeaderValue, req: &Request<B>) -> Response<Bytes> {
+    let mut res = Response::new(Bytes::new());
     *res.status_mut() = StatusCode::NO_CONTENT;
     let headers = res.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);

@@ -514,7 +514,9 @@ mod tests {
 
     #[test]
     fn block_types_anthropic_does_not_know_are_a_400() {
-        let message = error(user(json!([{"type": "text", "text": "a"}, {"type": "bogus"}])));
+        let message = error(user(
+            json!([{"type": "text", "text": "a"}, {"type": "bogus"}]),
+        ));
         assert!(
             message.starts_with("messages.0.content.1.type: Input tag 'bogus' found using 'type'"),
             "{message}"
@@ -527,7 +529,10 @@ mod tests {
         );
         let message = error(json!({"model": "m", "system": [{"type": "image"}],
             "messages": [{"role": "user", "content": "x"}]}));
-        assert!(message.starts_with("system.0.type: Input tag 'image'"), "{message}");
+        assert!(
+            message.starts_with("system.0.type: Input tag 'image'"),
+            "{message}"
+        );
     }
 
     #[test]

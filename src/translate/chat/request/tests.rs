@@ -587,7 +587,10 @@ fn block_types_anthropic_does_not_know_are_a_400_naming_the_field() {
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": [{"type": "Text", "text": "case matters"}]}
     ])));
-    assert!(message.starts_with("messages.1.content.0.type: Input tag 'Text'"), "{message}");
+    assert!(
+        message.starts_with("messages.1.content.0.type: Input tag 'Text'"),
+        "{message}"
+    );
     // Inside a tool result only its own five types are known.
     for kind in ["thinking", "tool_use", "bogus"] {
         let message = error_message(base(json!([
@@ -601,7 +604,10 @@ fn block_types_anthropic_does_not_know_are_a_400_naming_the_field() {
             )),
             "{message}"
         );
-        assert!(message.ends_with("'document', 'tool_reference'"), "{message}");
+        assert!(
+            message.ends_with("'document', 'tool_reference'"),
+            "{message}"
+        );
     }
     // A huge tag is not echoed whole.
     let long = "x".repeat(100_000);
@@ -615,7 +621,9 @@ fn every_block_type_anthropic_knows_translates_or_degrades() {
     for kind in MESSAGE_BLOCK_TYPES {
         let block = match *kind {
             "text" => json!({"type": "text", "text": "t"}),
-            "image" => json!({"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}),
+            "image" => {
+                json!({"type": "image", "source": {"type": "url", "url": "https://x/y.png"}})
+            }
             "tool_use" => json!({"type": "tool_use", "id": "t1", "name": "f", "input": {}}),
             "tool_result" => json!({"type": "tool_result", "tool_use_id": "t1",
                 "content": [{"type": "tool_reference", "tool_name": "f"},
