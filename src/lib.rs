@@ -6,9 +6,11 @@
 //! |---|---|
 //! | [`translate`] | `AnthropicToOpenAiLayer`: `POST /v1/messages` (JSON and SSE streaming, tools, images, thinking, stop sequences, usage, errors) served from `POST /v1/chat/completions` |
 //! | [`cache`] | `ResponseCacheLayer`: answers repeated requests from a cache keyed by SHA-256 of a canonical form of the request, scoped per backend and caller; `MemoryCache` (moka), `RedisCache`, `TieredCache` |
+//! | [`metrics`] | `MetricsLayer`: requests, latency, time to first token, tokens, cache results and backend calls through the `metrics` facade |
 //! | [`sse`] | the sans-IO Server-Sent Events decoder and encoder the stream translation is built on |
 //! | [`origin`] | `OriginGuardLayer`: an `Origin` allow-list, a `Host` check against DNS rebinding, CORS preflights for allowed origins |
 //! | [`parsed`] | the request body, parsed once and shared between layers |
+//! | [`route`] | `Route`: model → ordered backends, fallback before the first byte, cool-down |
 //! | [`report`] | what inner layers tell outer ones (token usage, backends tried) through extensions |
 //! | [`error`] | Anthropic- and OpenAI-shaped error responses |
 //!
@@ -75,9 +77,12 @@ mod ids;
 pub mod origin;
 pub mod parsed;
 pub mod report;
+pub mod route;
 
 #[cfg(feature = "cache")]
 pub mod cache;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "translate")]
 pub mod sse;
 #[cfg(feature = "translate")]

@@ -15,6 +15,11 @@
 //!   *response* extensions: every target it tried for this request, in order, with the
 //!   outcome of each. The response also carries the [`BACKEND_HEADER`] naming the backend that
 //!   answered.
+//! - **Which model the client asked for.** The body is parsed by a layer further in (parse
+//!   once), so an outer layer that wants the client's model for a label puts a [`ModelSlot`]
+//!   into the request extensions, and the first layer that parses the body fills it with
+//!   [`ModelSlot::note_request`]. A translation layer also leaves the model it sends upstream
+//!   ([`ModelSlot::set_served`]).
 //!
 //! ```
 //! use http::{Request, Response};
@@ -98,6 +103,89 @@ impl UsageSlot {
     /// The usage recorded so far, if any.
     pub fn get(&self) -> Option<Usage> {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A place, shared through request extensions, for the model names of a request: the one the
+/// client asked for (filled by the first layer that parses the body) and the one a backend
+/// was asked for (filled by a translation layer); see the [module docs](self). Cloning shares
+/// the slot.
+///
+/// ```
+/// use http::Request;
+/// use tower_llm_bridge::report::ModelSlot;
+///
+/// let slot = ModelSlot::new();
+/// let mut request = Request::new(());
+/// request.extensions_mut().insert(slot.clone());
+///
+/// // The first layer that parses the body:
+/// let json = serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 5});
+/// ModelSlot::note_request(request.extensions(), &json);
+/// // A later parse (after a model swap, say) does not replace the client's model.
+/// ModelSlot::note_request(request.extensions(), &serde_json::json!({"model": "other"}));
+/// assert_eq!(slot.requested().as_deref(), Some("claude-sonnet-4-5"));
+///
+/// // A translation layer, naming the upstream model:
+/// slot.set_served("gpt-4o");
+/// assert_eq!(slot.served().as_deref(), Some("gpt-4o"));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct ModelSlot(Arc<Mutex<Models>>);
+
+#[derive(Debug, Default)]
+struct Models {
+    requested: Option<Arc<str>>,
+    served: Option<Arc<str>>,
+}
+
+impl ModelSlot {
+    /// An empty slot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Fills the slot in `extensions`, if there is one and it is still empty, with the
+    /// `model` string of the parsed request body `json`. Cheap when there is no slot.
+    pub fn note_request(extensions: &http::Extensions, json: &serde_json::Value) {
+        if let Some(slot) = extensions.get::<Self>()
+            && let Some(model) = json.get("model").and_then(serde_json::Value::as_str)
+        {
+            slot.set_requested(model);
+        }
+    }
+
+    /// Records the client's model unless one is recorded already: the first (outermost)
+    /// parse of the body is the client's own request.
+    pub fn set_requested(&self, model: &str) {
+        let mut models = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if models.requested.is_none() {
+            models.requested = Some(Arc::from(model));
+        }
+    }
+
+    /// Records the model a backend was asked for; a later call (a fallback target) replaces
+    /// an earlier one.
+    pub fn set_served(&self, model: &str) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).served = Some(Arc::from(model));
+    }
+
+    /// The client's model, if a layer recorded it.
+    pub fn requested(&self) -> Option<Arc<str>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .requested
+            .clone()
+    }
+
+    /// The model the last backend called was asked for, if a layer recorded it.
+    pub fn served(&self) -> Option<Arc<str>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .served
+            .clone()
     }
 }
 

@@ -19,6 +19,7 @@ use tower_llm_bridge::BoxError;
 use tower_llm_bridge::cache::{
     MemoryCache, RedisCache, RedisCacheOptions, ResponseCacheLayer, TieredCache,
 };
+use tower_llm_bridge::metrics::Metrics;
 use tower_llm_bridge::origin::{OriginGuard, OriginGuardLayer};
 use tower_llm_bridge::translate::{AnthropicToOpenAiLayer, MaxTokensCaps, ReasoningModels};
 use tracing::{Span, info, warn};
@@ -26,11 +27,12 @@ use tracing::{Span, info, warn};
 use super::config::Config;
 use super::models::model_list;
 use super::router::{Router, Shared};
+use super::telemetry::telemetry;
 use super::upstream::Upstream;
 
 /// The whole proxy as one cloneable tower service.
 pub type App = Trace<
-    OriginGuard<Router>,
+    Metrics<OriginGuard<Router>>,
     SharedClassifier<ServerErrorsAsFailures>,
     LogSpan,
     (),
@@ -58,6 +60,7 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         }
         _ => None,
     };
+    let telemetry = telemetry(config)?;
     let router = Router {
         llm: llm_stack(config, upstream, redis.clone()),
         shared: Arc::new(Shared {
@@ -68,12 +71,12 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
             body_limit: config.body_limit,
             body_rate: config.body_rate,
             max_json_depth: config.max_json_depth,
+            metrics: telemetry.handle,
         }),
     };
     Ok(ServiceBuilder::new()
-        // Bodies that fail mid-stream are logged here; the one line per request (method, path,
-        // status, latency) is written by the Router, which sees every route. Never headers,
-        // query strings or bodies, which carry keys.
+        // Bodies that fail mid-stream are logged here; the request span (debug level, or
+        // exported with the `otel` feature) is the one the metrics layer records onto.
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(LogSpan)
@@ -83,6 +86,11 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
                 .on_eos(())
                 .on_failure(LogFailure),
         )
+        // Outside the router, so every request counts (local routes and refusals too); it
+        // also writes the one log line per request when the response body is over, with the
+        // model, backend, tokens and time to first token. Never headers, query strings or
+        // bodies, which carry keys.
+        .layer(telemetry.layer)
         // Before auth and routing: a web page must not use an open proxy (ALLOWED_ORIGINS),
         // nor reach it by DNS rebinding (Host: loopback, the listen address or ALLOWED_HOSTS).
         // With PROXY_API_KEYS set a page cannot authenticate anyway, so only CORS preflights
@@ -165,7 +173,7 @@ where
     res.map(|body| body.map_err(Into::into).boxed_unsync())
 }
 
-fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+pub(super) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed_unsync()

@@ -13,7 +13,8 @@
 //!
 //! ```text
 //! TraceLayer (bodies failing mid-stream; the request span at debug level)
-//!   └─ Router (one log line per request): GET /health · auth (PROXY_API_KEYS) · GET /v1/models · POST /v1/messages/count_tokens
+//!   └─ MetricsLayer (every request; one log line per request when its body is over)
+//!        └─ Router: GET /health · GET /metrics · auth (PROXY_API_KEYS) · GET /v1/models · POST /v1/messages/count_tokens
 //!        └─ POST /v1/messages, POST /v1/chat/completions: body collected under BODY_LIMIT_BYTES
 //!             └─ LLM stack (cache, translation) ─► Upstream (hyper-util client, rustls, pooled)
 //! ```
@@ -28,6 +29,7 @@
 //! | `auth.rs` | proxy keys: which credential a client presented, constant-time comparison |
 //! | `models.rs` | the model list behind `/v1/models` |
 //! | `upstream.rs` | the pooled HTTP client to the backend ([`Upstream`]) |
+//! | `telemetry.rs` | metrics (`GET /metrics`), the log line per request, OTLP spans (`otel`) |
 //! | `server.rs` | the accept loop ([`serve`]): HTTP/1.1 + h2, header timeouts, graceful shutdown |
 //! | `main.rs` | reads the configuration, starts the runtime, waits for Ctrl-C or SIGTERM |
 
@@ -37,6 +39,7 @@ mod config;
 mod models;
 mod router;
 mod server;
+mod telemetry;
 mod upstream;
 
 use std::process::ExitCode;

@@ -6,23 +6,23 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Extensions, Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::{Value, json};
 use tower::{Service, ServiceExt};
 use tower_llm_bridge::BoxError;
 use tower_llm_bridge::cache::{CallerIdentity, RedisCache};
 use tower_llm_bridge::error::ApiError;
 use tower_llm_bridge::parsed::{BodyRate, collect_limited_rate, from_slice_max_depth};
+use tower_llm_bridge::report::ModelSlot;
 use tower_llm_bridge::translate::tokens::estimate_input_tokens;
-use tracing::info;
 
-use super::app::{LlmService, ProxyBody, json_response};
+use super::app::{LlmService, ProxyBody, full, json_response};
 use super::auth::{authenticate, presented_credentials};
 use super::config::Secret;
 use super::models::ModelInfo;
@@ -43,6 +43,8 @@ pub(super) struct Shared {
     pub(super) body_limit: usize,
     pub(super) body_rate: BodyRate,
     pub(super) max_json_depth: usize,
+    /// Renders `GET /metrics`.
+    pub(super) metrics: PrometheusHandle,
 }
 
 /// Which error shape the client of a route understands.
@@ -86,24 +88,9 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The log line per request is the metrics layer's (see `telemetry.rs`).
         let router = self.clone();
-        // For the log line: both clones are cheap (a standard method is a tag, the URI's
-        // path shares the request head's buffer).
-        let method = req.method().clone();
-        let uri = req.uri().clone();
-        let start = Instant::now();
-        Box::pin(async move {
-            let res = router.route(req).await;
-            // One line per request, when the response head is ready.
-            info!(
-                method = %method,
-                path = %uri.path(),
-                status = res.status().as_u16(),
-                latency_ms = start.elapsed().as_millis() as u64,
-                "response"
-            );
-            Ok(res)
-        })
+        Box::pin(async move { Ok(router.route(req).await) })
     }
 }
 
@@ -129,6 +116,16 @@ impl Router {
                 StatusCode::OK,
                 &json!({"status": "ok", "upstream": self.shared.upstream, "redis": redis}),
             );
+        }
+
+        // Scraped without credentials, as `/health` is probed. Prometheus text format 0.0.4.
+        if path == "/metrics" && (parts.method == Method::GET || parts.method == Method::HEAD) {
+            let mut res = Response::new(full(self.shared.metrics.render()));
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            return res;
         }
 
         let credential = match &self.shared.proxy_api_keys {
@@ -175,7 +172,9 @@ impl Router {
             }
             (&Method::POST, "/v1/messages/count_tokens") => {
                 match read_body(body, &self.shared).await {
-                    Ok(bytes) => count_tokens(&bytes, self.shared.max_json_depth),
+                    Ok(bytes) => {
+                        count_tokens(&bytes, self.shared.max_json_depth, &parts.extensions)
+                    }
                     Err(err) => body_error(flavor, err, parts.version),
                 }
             }
@@ -299,7 +298,11 @@ fn body_error(flavor: Flavor, err: ApiError, version: Version) -> Response<Proxy
     res
 }
 
-fn count_tokens(bytes: &[u8], max_json_depth: usize) -> Response<ProxyBody> {
+fn count_tokens(
+    bytes: &[u8],
+    max_json_depth: usize,
+    extensions: &Extensions,
+) -> Response<ProxyBody> {
     let body: Value = match from_slice_max_depth(bytes, max_json_depth) {
         Ok(body) => body,
         Err(err) => {
@@ -308,6 +311,8 @@ fn count_tokens(bytes: &[u8], max_json_depth: usize) -> Response<ProxyBody> {
             )));
         }
     };
+    // For the metrics' model label: this route parses its body itself.
+    ModelSlot::note_request(extensions, &body);
     match estimate_input_tokens(&body) {
         Ok(tokens) => json_response(StatusCode::OK, &json!({"input_tokens": tokens})),
         Err(err) => Flavor::Anthropic.error(err),

@@ -168,6 +168,8 @@ where
             return Ok(error_response(ns, err));
         }
     };
+    // For an outer metrics layer: a hit never reaches the layers that would say the model.
+    crate::report::ModelSlot::note_request(&parts.extensions, parsed.json());
     let ttl = match parse_cache_ttl(parsed.json()) {
         Ok(ttl) => ttl,
         Err(message) => return Ok(error_response(ns, ApiError::invalid_request(message))),

@@ -89,6 +89,17 @@ pub struct AnthropicUsage {
     pub cache_read_input_tokens: u64,
 }
 
+impl From<AnthropicUsage> for crate::report::Usage {
+    fn from(usage: AnthropicUsage) -> Self {
+        Self {
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cache_read_input_tokens: usage.cache_read_input_tokens,
+            cache_creation_input_tokens: usage.cache_creation_input_tokens,
+        }
+    }
+}
+
 /// Anthropic `stop_reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

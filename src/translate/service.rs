@@ -19,6 +19,7 @@ use crate::BoxError;
 use crate::error::ApiError;
 use crate::ids::new_id;
 use crate::parsed::{CollectError, ParsedBody, collect_limited, collect_limited_idle};
+use crate::report::{ModelSlot, UsageSlot};
 
 /// The response header listing what a translation could not carry over.
 pub const DEGRADED_HEADER: HeaderName = HeaderName::from_static("x-llm-bridge-degraded");
@@ -143,6 +144,12 @@ where
         degraded,
     } = translated;
     tracing::debug!(%client_model, %upstream_model, stream, "translated /v1/messages");
+    // For an outer metrics layer: the models, and where to leave the answer's usage.
+    if let Some(models) = parts.extensions.get::<ModelSlot>() {
+        models.set_requested(&client_model);
+        models.set_served(&upstream_model);
+    }
+    let usage_slot = parts.extensions.get::<UsageSlot>().cloned();
     parts.method = Method::POST;
     parts.uri = config.upstream_path.clone().into();
     prepare_upstream_headers(&mut parts.headers, body.len(), stream);
@@ -168,6 +175,7 @@ where
     if stream {
         let mut stream_config = StreamConfig::new(client_model);
         stream_config.stop_sequences = stop_sequences;
+        stream_config.usage_slot = usage_slot;
         let translator = StreamTranslator::new(stream_config);
         let body = TranslateBody::stream(res_body, translator, config.stream_idle_timeout);
         let mut res = Response::new(body);
@@ -194,6 +202,9 @@ where
     match translate_response(&bytes, &context) {
         Ok(mut translated) => {
             translated.degraded.extend(&degraded);
+            if let Some(slot) = &usage_slot {
+                slot.set(translated.usage);
+            }
             let mut res = Response::new(TranslateBody::full(translated.body));
             let headers = res.headers_mut();
             headers.insert(

@@ -44,6 +44,8 @@ pub struct TranslatedResponse {
     pub body: Bytes,
     /// What could not be carried over faithfully.
     pub degraded: Degradations,
+    /// The answer's usage (as in the body), for an outer metrics layer.
+    pub usage: crate::report::Usage,
 }
 
 /// Translates a successful OpenAI `chat.completion` body into an Anthropic `message`.
@@ -91,6 +93,7 @@ pub fn translate_response(
     Ok(TranslatedResponse {
         body: to_json_bytes(&message),
         degraded,
+        usage: usage.into(),
     })
 }
 

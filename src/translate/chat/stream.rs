@@ -113,6 +113,8 @@ pub struct StreamConfig {
     pub stop_sequences: Vec<String>,
     /// The largest upstream SSE event accepted, in bytes.
     pub max_event_size: usize,
+    /// Filled with the final usage when the stream completes (for an outer metrics layer).
+    pub usage_slot: Option<crate::report::UsageSlot>,
 }
 
 impl StreamConfig {
@@ -130,6 +132,7 @@ impl StreamConfig {
             message_id: crate::ids::new_id("msg_"),
             stop_sequences: Vec::new(),
             max_event_size: sse::DEFAULT_MAX_EVENT_SIZE,
+            usage_slot: None,
         }
     }
 }
@@ -750,6 +753,9 @@ impl Core {
             .as_ref()
             .map(Usage::to_anthropic)
             .unwrap_or_default();
+        if let Some(slot) = &self.config.usage_slot {
+            slot.set(usage.into());
+        }
         emit(
             out,
             &Event::MessageDelta {

@@ -1,0 +1,111 @@
+//! What the proxy tells operators: Prometheus metrics (`GET /metrics`), the one log line per
+//! request, and (with the `otel` feature) spans over OTLP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tower_llm_bridge::BoxError;
+use tower_llm_bridge::metrics::{
+    Completed, DURATION_BUCKETS, End, MetricsLayer, ModelLabels, TTFT_BUCKETS, names,
+};
+use tracing::info;
+
+use super::config::Config;
+use super::models::model_list;
+
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The metrics layer of the proxy and the handle `GET /metrics` renders.
+pub struct Telemetry {
+    /// Goes outermost around the router.
+    pub layer: MetricsLayer,
+    /// Renders the Prometheus text format.
+    pub handle: PrometheusHandle,
+}
+
+/// A Prometheus registry of this proxy's own (tests run several proxies in one process), the
+/// layer recording into it, and a task keeping its histograms bounded between scrapes.
+///
+/// # Errors
+/// When the histogram buckets are refused (never with the crate's bucket lists).
+pub fn telemetry(config: &Config) -> Result<Telemetry, BoxError> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(names::DURATION.to_owned()), DURATION_BUCKETS)?
+        .set_buckets_for_metric(Matcher::Full(names::TTFT.to_owned()), TTFT_BUCKETS)?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, tower_llm_bridge::metrics::describe);
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP_EVERY);
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    let layer = MetricsLayer::new()
+        .recorder(Arc::new(recorder))
+        .backend(backend_name(config))
+        .model_labels(model_labels(config))
+        .on_complete(log_line);
+    Ok(Telemetry { layer, handle })
+}
+
+/// The single backend's name: the upstream's host and port (never its path or query, which
+/// may carry a key, and the URL holds no credentials: the configuration refuses them).
+pub fn backend_name(config: &Config) -> String {
+    config.upstream.authority.to_string()
+}
+
+/// Model labels: the names the configuration knows (the `/v1/models` list, `MODEL_MAP`
+/// patterns and targets, the big and small models) and the crate's built-in list; anything
+/// else a client sends is counted as `other`.
+pub fn model_labels(config: &Config) -> ModelLabels {
+    ModelLabels::default()
+        .names(model_list(config).into_iter().map(|m| m.id))
+        .names(
+            config
+                .explicit_model_map
+                .iter()
+                .flat_map(|(pattern, target)| [pattern.clone(), target.clone()]),
+        )
+        .names([config.big_model.clone(), config.small_model.clone()])
+}
+
+/// The one line per request, written when the response body is over: method, path, status,
+/// latency to the end of the body, and for the LLM routes model, backend, cache result,
+/// tokens and time to first token. Never headers, query strings or bodies, which carry keys.
+fn log_line(done: &Completed<'_>) {
+    let usage = done.usage;
+    info!(
+        method = %done.method,
+        path = %done.path,
+        // 499: the client left before the response head (nginx's convention).
+        status = done.status.map_or(499, |s| s.as_u16()),
+        latency_ms = done.duration.as_millis() as u64,
+        // The client's own string, bounded and escaped (Debug) since clients choose it.
+        model = done.model.map(|m| truncate(m, 128)),
+        backend = done.backend,
+        cache = done.cache,
+        input_tokens = usage.map(|u| u.input_tokens),
+        output_tokens = usage.map(|u| u.output_tokens),
+        cache_read_tokens = usage.map(|u| u.cache_read_input_tokens).filter(|&n| n > 0),
+        ttft_ms = done.time_to_first_token.map(|t| t.as_millis() as u64),
+        end = match done.end {
+            End::Complete => None,
+            End::Failed => Some("failed"),
+            End::Dropped => Some("dropped"),
+        },
+        "response"
+    );
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
