@@ -10,6 +10,7 @@
 //! | [`sse`] | the sans-IO Server-Sent Events decoder and encoder the stream translation is built on |
 //! | [`origin`] | `OriginGuardLayer`: an `Origin` allow-list, a `Host` check against DNS rebinding, CORS preflights for allowed origins |
 //! | [`parsed`] | the request body, parsed once and shared between layers |
+//! | [`passthrough`] | `AnthropicPassthroughLayer`: an Anthropic-speaking backend behind the same stack, only the model swapped (JSON and SSE) |
 //! | [`route`] | `Route`: model → ordered backends, fallback before the first byte, cool-down |
 //! | [`report`] | what inner layers tell outer ones (token usage, backends tried) through extensions |
 //! | [`error`] | Anthropic- and OpenAI-shaped error responses |
@@ -83,6 +84,8 @@ pub mod route;
 pub mod cache;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "translate")]
+pub mod passthrough;
 #[cfg(feature = "translate")]
 pub mod sse;
 #[cfg(feature = "translate")]

@@ -36,6 +36,7 @@
 //! assert!(ParsedBody::parse_max_depth(deep(20), 16).is_err());
 //! ```
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -50,10 +51,13 @@ use crate::BoxError;
 static PARSES: AtomicU64 = AtomicU64::new(0);
 
 /// A JSON request body: the bytes as received and their parsed form.
+///
+/// Cloning is cheap (the JSON tree is shared), so a request whose extensions hold one can be
+/// cloned per attempt (a routing layer retrying on another backend) without copying the tree.
 #[derive(Clone, Debug)]
 pub struct ParsedBody {
     bytes: Bytes,
-    json: Value,
+    json: Arc<Value>,
 }
 
 impl ParsedBody {
@@ -79,7 +83,7 @@ impl ParsedBody {
     /// ```
     pub fn parse_max_depth(bytes: Bytes, max_depth: usize) -> Result<Self, serde_json::Error> {
         PARSES.fetch_add(1, Ordering::Relaxed);
-        let json = from_slice_max_depth(&bytes, max_depth)?;
+        let json = Arc::new(from_slice_max_depth(&bytes, max_depth)?);
         Ok(Self { bytes, json })
     }
 
@@ -94,7 +98,10 @@ impl ParsedBody {
         let bytes = serde_json::to_vec(&json)
             .map(Bytes::from)
             .unwrap_or_default();
-        Self { bytes, json }
+        Self {
+            bytes,
+            json: Arc::new(json),
+        }
     }
 
     /// The parsed JSON.
@@ -107,9 +114,10 @@ impl ParsedBody {
         &self.bytes
     }
 
-    /// Splits into bytes and JSON.
+    /// Splits into bytes and JSON (the tree is copied only when a clone still shares it).
     pub fn into_parts(self) -> (Bytes, Value) {
-        (self.bytes, self.json)
+        let json = Arc::try_unwrap(self.json).unwrap_or_else(|shared| (*shared).clone());
+        (self.bytes, json)
     }
 
     /// How many times [`ParsedBody::parse`] has run in this process. Tests use it to prove
