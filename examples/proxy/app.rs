@@ -158,6 +158,8 @@ fn llm_stack(config: &Config, upstream: Upstream, redis: Option<RedisCache>) -> 
             // types out of the router.
             .map_response(box_response)
             // Outermost: the key is the client's own request, and a hit skips translation.
+            // Streams too: recorded as they pass, replayed in either mode, and concurrent
+            // identical streams share one upstream call.
             .layer(cache)
             // Anthropic Messages in, OpenAI Chat Completions out; other routes pass through.
             .layer(translate)
