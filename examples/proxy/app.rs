@@ -20,6 +20,7 @@ use tower_llm_bridge::cache::{
     MemoryCache, RedisCache, RedisCacheOptions, ResponseCacheLayer, TieredCache,
 };
 use tower_llm_bridge::metrics::Metrics;
+use tower_llm_bridge::origin::{OriginGuard, OriginGuardLayer};
 use tower_llm_bridge::translate::{AnthropicToOpenAiLayer, MaxTokensCaps, ReasoningModels};
 use tracing::{Span, info, warn};
 
@@ -31,7 +32,7 @@ use super::upstream::Upstream;
 
 /// The whole proxy as one cloneable tower service.
 pub type App = Trace<
-    Metrics<Router>,
+    Metrics<OriginGuard<Router>>,
     SharedClassifier<ServerErrorsAsFailures>,
     LogSpan,
     (),
@@ -68,7 +69,8 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
             models: model_list(config),
             proxy_api_keys: config.proxy_api_keys.clone(),
             body_limit: config.body_limit,
-            body_read_timeout: config.body_read_timeout,
+            body_rate: config.body_rate,
+            max_json_depth: config.max_json_depth,
             metrics: telemetry.handle,
         }),
     };
@@ -89,6 +91,17 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         // model, backend, tokens and time to first token. Never headers, query strings or
         // bodies, which carry keys.
         .layer(telemetry.layer)
+        // Before auth and routing: a web page must not use an open proxy (ALLOWED_ORIGINS),
+        // nor reach it by DNS rebinding (Host: loopback, the listen address or ALLOWED_HOSTS).
+        // With PROXY_API_KEYS set a page cannot authenticate anyway, so only CORS preflights
+        // are still decided here.
+        .layer(
+            OriginGuardLayer::new()
+                .allow_origins(&config.allowed_origins)
+                .allow_hosts(&config.allowed_hosts)
+                .listen_addr(config.listen)
+                .enforce(config.proxy_api_keys.is_none()),
+        )
         .service(router))
 }
 
@@ -116,6 +129,7 @@ fn llm_stack(config: &Config, upstream: Upstream, redis: Option<RedisCache>) -> 
                 }),
         )
         .body_limit(config.body_limit)
+        .max_json_depth(config.max_json_depth)
         .stream_idle_timeout(config.upstream_timeout);
     if !config.cache.enabled {
         return BoxCloneService::new(
@@ -135,6 +149,7 @@ fn llm_stack(config: &Config, upstream: Upstream, redis: Option<RedisCache>) -> 
     let cache = ResponseCacheLayer::new(Cache::new(memory, redis))
         .default_ttl_secs(config.cache.ttl_secs)
         .body_limit(config.body_limit)
+        .max_json_depth(config.max_json_depth)
         // Entries are scoped by upstream as well as by caller.
         .backend_name(config.upstream.to_string());
     BoxCloneService::new(

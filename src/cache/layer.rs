@@ -38,6 +38,7 @@ pub(crate) struct Config<B> {
     pub(crate) backend_name: Arc<str>,
     pub(crate) default_ttl_secs: u64,
     pub(crate) body_limit: usize,
+    pub(crate) max_json_depth: usize,
     pub(crate) max_entry_bytes: usize,
     pub(crate) coalesce: bool,
     pub(crate) coalesce_wait: Duration,
@@ -68,6 +69,7 @@ impl<B> Clone for Config<B> {
             backend_name: Arc::clone(&self.backend_name),
             default_ttl_secs: self.default_ttl_secs,
             body_limit: self.body_limit,
+            max_json_depth: self.max_json_depth,
             max_entry_bytes: self.max_entry_bytes,
             coalesce: self.coalesce,
             coalesce_wait: self.coalesce_wait,
@@ -86,6 +88,7 @@ impl<B> fmt::Debug for Config<B> {
             .field("backend_name", &self.backend_name)
             .field("default_ttl_secs", &self.default_ttl_secs)
             .field("body_limit", &self.body_limit)
+            .field("max_json_depth", &self.max_json_depth)
             .field("max_entry_bytes", &self.max_entry_bytes)
             .field("coalesce", &self.coalesce)
             .field("coalesce_wait", &self.coalesce_wait)
@@ -110,6 +113,7 @@ impl<B: CacheBackend> ResponseCacheLayer<B> {
                 backend_name: Arc::from("default"),
                 default_ttl_secs: CacheConfig::default().ttl_secs,
                 body_limit: DEFAULT_BODY_LIMIT,
+                max_json_depth: crate::parsed::DEFAULT_MAX_JSON_DEPTH,
                 max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
                 coalesce: true,
                 coalesce_wait: DEFAULT_COALESCE_WAIT,
@@ -133,6 +137,21 @@ impl<B: CacheBackend> ResponseCacheLayer<B> {
     #[must_use]
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.config.body_limit = bytes;
+        self
+    }
+
+    /// Deepest nesting of arrays and objects accepted in a request body (default 512); a
+    /// deeper one gets `400 invalid_request_error`. See [`crate::parsed`] for the stack it
+    /// needs.
+    ///
+    /// ```
+    /// # use tower_llm_bridge::cache::{MemoryCache, ResponseCacheLayer};
+    /// let layer = ResponseCacheLayer::new(MemoryCache::new(10)).max_json_depth(256);
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn max_json_depth(mut self, levels: usize) -> Self {
+        self.config.max_json_depth = levels;
         self
     }
 
