@@ -71,6 +71,7 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
             body_limit: config.body_limit,
             body_rate: config.body_rate,
             max_json_depth: config.max_json_depth,
+            strip_cache_ttl: !config.cache.enabled,
             metrics: telemetry.handle,
         }),
     };

@@ -20,7 +20,9 @@ use super::{chat, responses};
 use crate::BoxError;
 use crate::error::ApiError;
 use crate::ids::new_id;
-use crate::parsed::{CollectError, ParsedBody, collect_limited, collect_limited_idle};
+use crate::parsed::{
+    CollectError, ParsedBody, cache_ttl_secs, collect_limited, collect_limited_idle,
+};
 use crate::report::{ModelSlot, UsageSlot};
 
 /// The response header listing what a translation could not carry over.
@@ -181,6 +183,11 @@ where
             Err(err) => return Ok(error_response(err)),
         },
     };
+    // The cache's per-request setting: checked the same whether or not a cache is in front
+    // (the translated request never carries it upstream).
+    if let Err(message) = cache_ttl_secs(parsed.json()) {
+        return Ok(error_response(ApiError::invalid_request(message)));
+    }
     let translated = match config.wire {
         Wire::Chat => chat::request::translate_request(parsed.json(), &config.options),
         Wire::Responses => responses::request::translate_request(parsed.json(), &config.options),
