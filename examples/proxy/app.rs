@@ -132,6 +132,11 @@ fn llm_stack(config: &Config, upstream: Upstream, redis: Option<RedisCache>) -> 
         .body_limit(config.body_limit)
         .max_json_depth(config.max_json_depth)
         .stream_idle_timeout(config.upstream_timeout);
+    // STREAM_MAX_SECS: comments keep a stream alive for the idle timeout, not forever.
+    let translate = match config.stream_max {
+        Some(limit) => translate.stream_max_duration(limit),
+        None => translate,
+    };
     if !config.cache.enabled {
         return BoxCloneService::new(
             ServiceBuilder::new()
