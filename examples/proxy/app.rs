@@ -12,7 +12,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use tower::ServiceBuilder;
-use tower::util::BoxCloneService;
+use tower::util::{BoxCloneService, Either};
 use tower_http::classify::{ServerErrorsAsFailures, ServerErrorsFailureClass, SharedClassifier};
 use tower_http::trace::{MakeSpan, OnFailure, Trace, TraceLayer};
 use tower_llm_bridge::BoxError;
@@ -21,10 +21,12 @@ use tower_llm_bridge::cache::{
 };
 use tower_llm_bridge::metrics::Metrics;
 use tower_llm_bridge::origin::{OriginGuard, OriginGuardLayer};
-use tower_llm_bridge::translate::{AnthropicToOpenAiLayer, MaxTokensCaps, ReasoningModels};
+use tower_llm_bridge::translate::{
+    AnthropicToOpenAiLayer, AnthropicToResponsesLayer, MaxTokensCaps, ReasoningModels,
+};
 use tracing::{Span, info, warn};
 
-use super::config::Config;
+use super::config::{Config, Wire};
 use super::models::model_list;
 use super::router::{Router, Shared};
 use super::telemetry::telemetry;
@@ -116,26 +118,40 @@ pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 type Cache = TieredCache<MemoryCache, Option<RedisCache>>;
 
 fn llm_stack(config: &Config, upstream: Upstream, redis: Option<RedisCache>) -> LlmService {
-    let translate = AnthropicToOpenAiLayer::new()
-        .model_map(config.model_map.clone())
-        .reasoning_models(ReasoningModels::new(
-            config.reasoning_models.iter().cloned(),
-        ))
-        .max_tokens_caps(
-            config
-                .max_tokens_caps
-                .iter()
-                .fold(MaxTokensCaps::new(), |caps, (prefix, cap)| {
-                    caps.cap(prefix.as_str(), *cap)
-                }),
-        )
-        .body_limit(config.body_limit)
-        .max_json_depth(config.max_json_depth)
-        .stream_idle_timeout(config.upstream_timeout);
-    // STREAM_MAX_SECS: comments keep a stream alive for the idle timeout, not forever.
-    let translate = match config.stream_max {
-        Some(limit) => translate.stream_max_duration(limit),
-        None => translate,
+    let reasoning_models = ReasoningModels::new(config.reasoning_models.iter().cloned());
+    let max_tokens_caps = config
+        .max_tokens_caps
+        .iter()
+        .fold(MaxTokensCaps::new(), |caps, (prefix, cap)| {
+            caps.cap(prefix.as_str(), *cap)
+        });
+    // Both wires' services answer with the same body type, so either fits the same stack.
+    let translate = match config.wire {
+        Wire::Chat => Either::Left(
+            AnthropicToOpenAiLayer::new()
+                .model_map(config.model_map.clone())
+                .reasoning_models(reasoning_models)
+                .max_tokens_caps(max_tokens_caps)
+                .body_limit(config.body_limit)
+                .max_json_depth(config.max_json_depth)
+                .stream_idle_timeout(config.upstream_timeout)
+                // STREAM_MAX_SECS: comments keep a stream alive past the idle timeout, not
+                // forever.
+                .stream_max_duration(config.stream_max.unwrap_or(Duration::MAX)),
+        ),
+        // `/v1/responses` reaches `<OPENAI_BASE_URL>/responses` through the upstream client.
+        Wire::Responses => Either::Right(
+            AnthropicToResponsesLayer::new()
+                .model_map(config.model_map.clone())
+                .reasoning_models(reasoning_models)
+                .max_tokens_caps(max_tokens_caps)
+                .body_limit(config.body_limit)
+                .max_json_depth(config.max_json_depth)
+                .stream_idle_timeout(config.upstream_timeout)
+                // STREAM_MAX_SECS: comments keep a stream alive past the idle timeout, not
+                // forever.
+                .stream_max_duration(config.stream_max.unwrap_or(Duration::MAX)),
+        ),
     };
     if !config.cache.enabled {
         return BoxCloneService::new(
@@ -143,7 +159,8 @@ fn llm_stack(config: &Config, upstream: Upstream, redis: Option<RedisCache>) -> 
                 // Routes answer with one body type; boxing here, once, keeps the layers' own
                 // body types out of the router.
                 .map_response(box_response)
-                // Anthropic Messages in, OpenAI Chat Completions out; other routes pass through.
+                // Anthropic Messages in, OpenAI Chat Completions or Responses out; other
+                // routes pass through.
                 .layer(translate)
                 .service(upstream),
         );
@@ -167,7 +184,8 @@ fn llm_stack(config: &Config, upstream: Upstream, redis: Option<RedisCache>) -> 
             // Streams too: recorded as they pass, replayed in either mode, and concurrent
             // identical streams share one upstream call.
             .layer(cache)
-            // Anthropic Messages in, OpenAI Chat Completions out; other routes pass through.
+            // Anthropic Messages in, OpenAI Chat Completions or Responses out; other routes
+            // pass through.
             .layer(translate)
             .service(upstream),
     )

@@ -191,6 +191,28 @@ impl<B: CacheBackend> ResponseCacheLayer<B> {
     /// Whether streamed answers are cached and concurrent identical streams share one upstream
     /// call (default `true`). With `false`, `"stream": true` requests pass with
     /// `x-cache: BYPASS`.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{Request, Response};
+    /// use http_body_util::{Either, Full};
+    /// use std::convert::Infallible;
+    /// use tower::{ServiceBuilder, ServiceExt};
+    /// use tower_llm_bridge::cache::ResponseCacheLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(ResponseCacheLayer::default().cache_streams(false))
+    ///     .service_fn(|_req: Request<Either<Full<Bytes>, Full<Bytes>>>| async {
+    ///         Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+    ///     });
+    /// let req = Request::post("/v1/messages")
+    ///     .body(Full::new(Bytes::from_static(br#"{"model":"m","stream":true}"#)))
+    ///     .unwrap();
+    /// assert_eq!(svc.oneshot(req).await.unwrap().headers()["x-cache"], "BYPASS");
+    /// # }
+    /// ```
     #[must_use]
     pub fn cache_streams(mut self, on: bool) -> Self {
         self.config.streams = on;
