@@ -73,6 +73,7 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
             body_limit: config.body_limit,
             body_rate: config.body_rate,
             max_json_depth: config.max_json_depth,
+            strip_cache_ttl: !config.cache.enabled,
             metrics: telemetry.handle,
         }),
     };
@@ -133,7 +134,10 @@ fn llm_stack(config: &Config, upstream: Upstream, redis: Option<RedisCache>) -> 
                 .max_tokens_caps(max_tokens_caps)
                 .body_limit(config.body_limit)
                 .max_json_depth(config.max_json_depth)
-                .stream_idle_timeout(config.upstream_timeout),
+                .stream_idle_timeout(config.upstream_timeout)
+                // STREAM_MAX_SECS: comments keep a stream alive past the idle timeout, not
+                // forever.
+                .stream_max_duration(config.stream_max.unwrap_or(Duration::MAX)),
         ),
         // `/v1/responses` reaches `<OPENAI_BASE_URL>/responses` through the upstream client.
         Wire::Responses => Either::Right(
@@ -143,7 +147,10 @@ fn llm_stack(config: &Config, upstream: Upstream, redis: Option<RedisCache>) -> 
                 .max_tokens_caps(max_tokens_caps)
                 .body_limit(config.body_limit)
                 .max_json_depth(config.max_json_depth)
-                .stream_idle_timeout(config.upstream_timeout),
+                .stream_idle_timeout(config.upstream_timeout)
+                // STREAM_MAX_SECS: comments keep a stream alive past the idle timeout, not
+                // forever.
+                .stream_max_duration(config.stream_max.unwrap_or(Duration::MAX)),
         ),
     };
     if !config.cache.enabled {
