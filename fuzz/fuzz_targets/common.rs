@@ -14,6 +14,7 @@ use tower_llm_bridge::sse::{SseDecoder, SseError};
 use tower_llm_bridge::translate::response::{
     RAW_ARGUMENTS_KEY, ResponseContext, parse_tool_arguments, translate_error, translate_response,
 };
+use tower_llm_bridge::translate::responses::stream::ResponsesStreamTranslator;
 use tower_llm_bridge::translate::stream::{StreamConfig, StreamStatus, StreamTranslator};
 use tower_llm_bridge::translate::tokens::estimate_input_tokens;
 use tower_llm_bridge::translate::{
@@ -204,15 +205,58 @@ pub fn stream(data: &[u8]) {
     let split = decode_all(&pieces, max_event_size);
     assert_eq!(whole, split, "the SSE decoder depends on the split points");
 
-    // The translator: a valid Anthropic stream with exactly one terminal event, the same
-    // whatever the split.
-    let whole = translate_all(config(), &[input], flags & 4 != 0);
-    let split = translate_all(config(), &pieces, flags & 4 != 0);
+    // The translators of both wires: a valid Anthropic stream with exactly one terminal
+    // event, the same whatever the split.
+    let whole = translate_all(StreamTranslator::new(config()), &[input], flags & 4 != 0);
+    let split = translate_all(StreamTranslator::new(config()), &pieces, flags & 4 != 0);
     assert_eq!(
         whole, split,
         "the stream translator depends on the split points"
     );
+    let whole = translate_all(
+        ResponsesStreamTranslator::new(config()),
+        &[input],
+        flags & 4 != 0,
+    );
+    let split = translate_all(
+        ResponsesStreamTranslator::new(config()),
+        &pieces,
+        flags & 4 != 0,
+    );
+    assert_eq!(
+        whole, split,
+        "the Responses stream translator depends on the split points"
+    );
 }
+
+/// What `translate_all` needs of a stream translator (both wires' have the same methods).
+trait Translate {
+    fn push(&mut self, upstream: &[u8], out: &mut BytesMut);
+    fn finish(&mut self, out: &mut BytesMut);
+    fn fail(&mut self, err: &ApiError, out: &mut BytesMut);
+    fn status(&self) -> StreamStatus;
+}
+
+macro_rules! translate_impl {
+    ($ty:ty) => {
+        impl Translate for $ty {
+            fn push(&mut self, upstream: &[u8], out: &mut BytesMut) {
+                <$ty>::push(self, upstream, out)
+            }
+            fn finish(&mut self, out: &mut BytesMut) {
+                <$ty>::finish(self, out)
+            }
+            fn fail(&mut self, err: &ApiError, out: &mut BytesMut) {
+                <$ty>::fail(self, err, out)
+            }
+            fn status(&self) -> StreamStatus {
+                <$ty>::status(self)
+            }
+        }
+    };
+}
+translate_impl!(StreamTranslator);
+translate_impl!(ResponsesStreamTranslator);
 
 type Decoded = Vec<Result<(String, String, String), SseError>>;
 
@@ -231,8 +275,7 @@ fn decode_all(pieces: &[&[u8]], max_event_size: usize) -> Decoded {
 
 /// Runs the translator over `pieces`, then ends it (cleanly, or with an upstream failure when
 /// `fail`), checks the output and returns its events with generated tool ids normalised.
-fn translate_all(config: StreamConfig, pieces: &[&[u8]], fail: bool) -> Vec<Value> {
-    let mut translator = StreamTranslator::new(config);
+fn translate_all(mut translator: impl Translate, pieces: &[&[u8]], fail: bool) -> Vec<Value> {
     let mut out = BytesMut::new();
     for piece in pieces {
         translator.push(piece, &mut out);
