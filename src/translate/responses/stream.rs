@@ -92,6 +92,7 @@ impl ResponsesStreamTranslator {
                 called_tools: false,
                 refused: false,
                 emitted_bytes: 0,
+                buffered: 0,
                 usage: None,
             },
         }
@@ -194,8 +195,15 @@ struct Core {
     scanner: Option<StopScanner>,
     /// Bytes of content sent, for a usage estimate when a stop sequence ends the stream.
     emitted_bytes: u64,
+    /// Bytes held back in items whose blocks cannot open yet, plus a fixed cost per item,
+    /// bounded by [`StreamConfig::max_buffered`].
+    buffered: usize,
     usage: Option<AnthropicUsage>,
 }
+
+/// What an item costs against [`StreamConfig::max_buffered`] besides its buffered text, so
+/// that endless distinct empty items are bounded too.
+const ITEM_COST: usize = 256;
 
 #[derive(Debug)]
 struct Item {
@@ -416,6 +424,7 @@ impl Core {
     /// Adds an item in output-index order (a server that skips `output_item.added` may
     /// first mention a later item), but never before a block already started.
     fn insert(&mut self, item: Item) -> usize {
+        self.over_budget(ITEM_COST);
         let position = match item.output_index {
             Some(index) => self.items[self.head..]
                 .iter()
@@ -510,6 +519,10 @@ impl Core {
             State::Open(_) | State::Accepting => self.emit_delta(position, text, out),
             State::Waiting => {
                 self.items[position].pending.push_str(text);
+                if self.over_budget(text.len()) {
+                    self.fail_buffered(out);
+                    return;
+                }
                 self.advance(out);
             }
             State::Closed => {}
@@ -605,6 +618,10 @@ impl Core {
 
     /// Opens, closes and skips blocks from the head of the item list while it can.
     fn advance(&mut self, out: &mut BytesMut) {
+        if self.buffered > self.config.max_buffered {
+            self.fail_buffered(out);
+            return;
+        }
         while !self.phase.is_done() {
             let Some(item) = self.items.get(self.head) else {
                 return;
@@ -640,8 +657,27 @@ impl Core {
         }
         let pending = std::mem::take(&mut self.items[position].pending);
         if !pending.is_empty() {
+            self.buffered = self.buffered.saturating_sub(pending.len());
             self.emit_delta(position, &pending, out);
         }
+    }
+
+    /// Ends the stream: a server that interleaves without end would make it hold back
+    /// without bound.
+    fn fail_buffered(&mut self, out: &mut BytesMut) {
+        self.fail(
+            &ApiError::bad_gateway(format!(
+                "the upstream's output items could not be put in order within {} buffered bytes",
+                self.config.max_buffered
+            )),
+            out,
+        );
+    }
+
+    /// Counts `bytes` more held back; whether that is past [`StreamConfig::max_buffered`].
+    fn over_budget(&mut self, bytes: usize) -> bool {
+        self.buffered = self.buffered.saturating_add(bytes);
+        self.buffered > self.config.max_buffered
     }
 
     /// Writes the item's `content_block_start` (once) and returns its index.

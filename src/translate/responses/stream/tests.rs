@@ -158,3 +158,31 @@ fn events_after_the_end_are_ignored() {
     assert_eq!(out.len(), len);
     assert!(translator.message_id().starts_with("msg_"));
 }
+
+#[test]
+fn holding_back_is_bounded() {
+    let mut events = vec![
+        json!({"type": "response.output_item.added", "output_index": 0,
+               "item": {"type": "function_call", "id": "f0", "call_id": "c0", "name": "a", "arguments": ""}}),
+        json!({"type": "response.output_item.added", "output_index": 1,
+               "item": {"type": "message", "id": "m", "content": []}}),
+    ];
+    // The first call never finishes while the message behind it keeps talking.
+    events.extend((0..100).map(|_| {
+        json!({"type": "response.output_text.delta", "output_index": 1, "delta": "x".repeat(64)})
+    }));
+    let mut translator = ResponsesStreamTranslator::new(StreamConfig {
+        max_buffered: 2048,
+        ..StreamConfig::new("m")
+    });
+    let mut out = BytesMut::new();
+    for event in &events {
+        translator.push(format!("data: {event}\n\n").as_bytes(), &mut out);
+    }
+    assert_eq!(translator.status(), StreamStatus::Failed);
+    let text = std::str::from_utf8(&out).expect("utf-8");
+    assert!(text.ends_with(
+        "{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"the upstream's output items could not be put in order within 2048 buffered bytes\"}}\n\n"
+    ));
+    assert!(!text.contains("text_delta"));
+}
