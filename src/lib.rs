@@ -84,7 +84,8 @@ pub mod cache;
 pub mod metrics;
 #[cfg(feature = "translate")]
 pub mod passthrough;
-#[cfg(feature = "translate")]
+// The cache records and replays event streams with the same sans-IO decoder/encoder.
+#[cfg(any(feature = "translate", feature = "cache"))]
 pub mod sse;
 #[cfg(feature = "translate")]
 pub mod translate;

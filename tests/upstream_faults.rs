@@ -714,7 +714,8 @@ async fn run_case(case: FaultCase) -> String {
         let answer = post_json(
             &proxy.url("/v1/messages"),
             &[],
-            &messages_request("after", stream),
+            // Different prompts: a cached answer serves both modes, and both must go upstream.
+            &messages_request(if stream { "after, streamed" } else { "after" }, stream),
         )
         .await;
         assert_eq!(answer.status, 200, "{name}: after: {}", answer.text());

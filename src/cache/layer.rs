@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
+use super::codec::{AnthropicMessages, OpenAiChat, StreamCodec};
 use super::inflight::Inflight;
 use super::service::ResponseCache;
-use super::{CacheBackend, CacheConfig, MemoryCache};
+use super::{CacheBackend, CacheConfig, CacheNamespace, MemoryCache};
 
 /// Default request body limit: 32 MiB.
 const DEFAULT_BODY_LIMIT: usize = 32 << 20;
@@ -41,6 +42,23 @@ pub(crate) struct Config<B> {
     pub(crate) coalesce: bool,
     pub(crate) coalesce_wait: Duration,
     pub(crate) inflight: Arc<Inflight>,
+    /// Whether streamed answers are cached (and concurrent identical streams shared).
+    pub(crate) streams: bool,
+    pub(crate) anthropic_codec: Arc<dyn StreamCodec>,
+    pub(crate) openai_codec: Arc<dyn StreamCodec>,
+}
+
+impl<B> Config<B> {
+    /// The codec of a namespace, when streams are cached.
+    pub(crate) fn codec(&self, ns: CacheNamespace) -> Option<&Arc<dyn StreamCodec>> {
+        if !self.streams {
+            return None;
+        }
+        Some(match ns {
+            CacheNamespace::Anthropic => &self.anthropic_codec,
+            CacheNamespace::OpenAI => &self.openai_codec,
+        })
+    }
 }
 
 impl<B> Clone for Config<B> {
@@ -54,6 +72,9 @@ impl<B> Clone for Config<B> {
             coalesce: self.coalesce,
             coalesce_wait: self.coalesce_wait,
             inflight: Arc::clone(&self.inflight),
+            streams: self.streams,
+            anthropic_codec: Arc::clone(&self.anthropic_codec),
+            openai_codec: Arc::clone(&self.openai_codec),
         }
     }
 }
@@ -68,6 +89,7 @@ impl<B> fmt::Debug for Config<B> {
             .field("max_entry_bytes", &self.max_entry_bytes)
             .field("coalesce", &self.coalesce)
             .field("coalesce_wait", &self.coalesce_wait)
+            .field("streams", &self.streams)
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +114,9 @@ impl<B: CacheBackend> ResponseCacheLayer<B> {
                 coalesce: true,
                 coalesce_wait: DEFAULT_COALESCE_WAIT,
                 inflight: Arc::default(),
+                streams: true,
+                anthropic_codec: Arc::new(AnthropicMessages),
+                openai_codec: Arc::new(OpenAiChat),
             },
         }
     }
@@ -141,6 +166,37 @@ impl<B: CacheBackend> ResponseCacheLayer<B> {
     #[must_use]
     pub fn coalesce_wait(mut self, wait: Duration) -> Self {
         self.config.coalesce_wait = wait;
+        self
+    }
+
+    /// Whether streamed answers are cached and concurrent identical streams share one upstream
+    /// call (default `true`). With `false`, `"stream": true` requests pass with
+    /// `x-cache: BYPASS`.
+    #[must_use]
+    pub fn cache_streams(mut self, on: bool) -> Self {
+        self.config.streams = on;
+        self
+    }
+
+    /// The codec converting between the streamed and JSON answers of a namespace
+    /// (defaults: [`AnthropicMessages`] and [`OpenAiChat`]); see the
+    /// [codec docs](super::StreamCodec).
+    ///
+    /// ```
+    /// use tower_llm_bridge::cache::{CacheNamespace, MemoryCache, OpenAiChat, ResponseCacheLayer};
+    ///
+    /// // A backend that streams OpenAI chunks: use the OpenAI codec (the default there).
+    /// let layer = ResponseCacheLayer::new(MemoryCache::new(100))
+    ///     .stream_codec(CacheNamespace::OpenAI, OpenAiChat);
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn stream_codec(mut self, ns: CacheNamespace, codec: impl StreamCodec) -> Self {
+        let codec: Arc<dyn StreamCodec> = Arc::new(codec);
+        match ns {
+            CacheNamespace::Anthropic => self.config.anthropic_codec = codec,
+            CacheNamespace::OpenAI => self.config.openai_codec = codec,
+        }
         self
     }
 
