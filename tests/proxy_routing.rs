@@ -569,9 +569,16 @@ async fn the_openai_responses_kind_is_a_clear_startup_error() {
 #[test]
 fn the_shipped_example_file_parses() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/proxy.example.toml");
-    let env = [("OPENAI_API_KEY", "sk-x"), ("ANTHROPIC_API_KEY", "sk-ant-x")];
-    let config = parse(&TempFile::new(""), &[("CONFIG_FILE", path), env[0], env[1]], &[])
-        .expect("the example parses");
+    let env = [
+        ("OPENAI_API_KEY", "sk-x"),
+        ("ANTHROPIC_API_KEY", "sk-ant-x"),
+    ];
+    let config = parse(
+        &TempFile::new(""),
+        &[("CONFIG_FILE", path), env[0], env[1]],
+        &[],
+    )
+    .expect("the example parses");
     let routing = config.routing.expect("backends and routes");
     let names: Vec<&str> = routing.backends.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(names, ["local", "openai", "anthropic"]);
