@@ -305,7 +305,8 @@ fn llm_stack(config: &Config, backends: Backends, redis: Option<RedisCache>) -> 
             // types out of the router.
             .map_response(box_response)
             // Outermost: the key is the client's own request, and a hit skips routing and
-            // translation.
+            // translation. Streams too: recorded as they pass, replayed in either mode, and
+            // concurrent identical streams share one upstream call.
             .layer(cache)
             .service(backends),
     )

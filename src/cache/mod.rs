@@ -180,7 +180,7 @@ pub const MAX_TTL_SECS: u64 = 86_400;
 /// A cached response, as stored in any [`CacheBackend`].
 #[derive(Clone, Debug)]
 pub struct CacheEntry {
-    /// The response body bytes.
+    /// The response body bytes: the JSON answer, also for answers recorded from a stream.
     pub response_body: Bytes,
     /// The `model` of the request that produced the entry, for logs.
     pub model: String,

@@ -89,6 +89,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::chat::stream::{StreamStatus, StreamTranslator};
+use super::responses::stream::ResponsesStreamTranslator;
 use crate::error::ApiError;
 
 pin_project! {
@@ -113,8 +114,10 @@ pin_project! {
             body: B,
         },
         Stream {
+            // `None` once the translated stream is done: a stream ended early (a stop
+            // sequence) drops, and so closes, the upstream stream at once.
             #[pin]
-            body: B,
+            body: Option<B>,
             // Created on the first poll, so constructing the body needs no runtime.
             #[pin]
             idle: Option<Sleep>,
@@ -125,7 +128,7 @@ pin_project! {
 
 #[derive(Debug)]
 struct StreamState {
-    translator: StreamTranslator,
+    translator: Translator,
     out: BytesMut,
     idle_timeout: Option<Duration>,
     /// When the upstream will have been quiet for `idle_timeout`.
@@ -151,15 +154,48 @@ impl<B> TranslateBody<B> {
         }
     }
 
-    /// An upstream OpenAI SSE body, translated into Anthropic SSE frame by frame.
+    /// An upstream OpenAI Chat Completions SSE body, translated into Anthropic SSE frame by
+    /// frame.
     ///
     /// With `idle_timeout`, an upstream that sends nothing for that long (measured from the
     /// first poll, then from each upstream frame) ends the stream with a `timeout_error`
     /// event. The timer needs a tokio runtime with time enabled when the body is polled.
     pub fn stream(body: B, translator: StreamTranslator, idle_timeout: Option<Duration>) -> Self {
+        Self::translated(body, Translator::Chat(translator), idle_timeout)
+    }
+
+    /// An upstream OpenAI Responses SSE body, translated into Anthropic SSE frame by frame;
+    /// otherwise as [`TranslateBody::stream`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower_llm_bridge::translate::body::TranslateBody;
+    /// use tower_llm_bridge::translate::responses::stream::ResponsesStreamTranslator;
+    /// use tower_llm_bridge::translate::stream::StreamConfig;
+    ///
+    /// let upstream = Full::new(Bytes::from_static(b"data: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"boom\"}}}\n\n"));
+    /// let translator = ResponsesStreamTranslator::new(StreamConfig::new("claude-sonnet-4-5"));
+    /// let body = TranslateBody::responses_stream(upstream, translator, None);
+    /// let bytes = body.collect().await.unwrap().to_bytes();
+    /// assert!(bytes.starts_with(b"event: error\n"));
+    /// assert!(bytes.ends_with(b"\"message\":\"boom\"}}\n\n"));
+    /// # }
+    /// ```
+    pub fn responses_stream(
+        body: B,
+        translator: ResponsesStreamTranslator,
+        idle_timeout: Option<Duration>,
+    ) -> Self {
+        Self::translated(body, Translator::Responses(translator), idle_timeout)
+    }
+
+    fn translated(body: B, translator: Translator, idle_timeout: Option<Duration>) -> Self {
         Self {
             kind: Kind::Stream {
-                body,
+                body: Some(body),
                 idle: None,
                 state: Box::new(StreamState {
                     translator,
@@ -207,10 +243,11 @@ where
                     idle.set(Some(tokio::time::sleep_until(deadline)));
                 }
                 loop {
-                    if state.done {
-                        return Poll::Ready(None);
-                    }
-                    match body.as_mut().poll_frame(cx) {
+                    let upstream = match body.as_mut().as_pin_mut() {
+                        Some(upstream) if !state.done => upstream,
+                        _ => return Poll::Ready(None),
+                    };
+                    match upstream.poll_frame(cx) {
                         Poll::Ready(Some(Ok(frame))) => {
                             if let Some(timeout) = state.idle_timeout {
                                 // Only a timestamp per frame: the timer itself is moved
@@ -248,6 +285,11 @@ where
                     // `finish` and `fail` always end the translator, so an ended or failed
                     // upstream body is never polled again.
                     state.done = state.translator.status().is_done();
+                    if state.done {
+                        // Never polled again: dropping it closes the upstream stream now
+                        // (a stop sequence may end the answer before the upstream does).
+                        body.set(None);
+                    }
                     if !state.out.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(state.out.split().freeze()))));
                     }
@@ -271,6 +313,43 @@ where
             }
             Kind::Passthrough { body } => body.size_hint(),
             Kind::Stream { .. } => SizeHint::default(),
+        }
+    }
+}
+
+/// The stream translator of the upstream's wire.
+#[derive(Debug)]
+enum Translator {
+    Chat(StreamTranslator),
+    Responses(ResponsesStreamTranslator),
+}
+
+impl Translator {
+    fn push(&mut self, upstream: &[u8], out: &mut BytesMut) {
+        match self {
+            Self::Chat(t) => t.push(upstream, out),
+            Self::Responses(t) => t.push(upstream, out),
+        }
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        match self {
+            Self::Chat(t) => t.finish(out),
+            Self::Responses(t) => t.finish(out),
+        }
+    }
+
+    fn fail(&mut self, err: &ApiError, out: &mut BytesMut) {
+        match self {
+            Self::Chat(t) => t.fail(err, out),
+            Self::Responses(t) => t.fail(err, out),
+        }
+    }
+
+    fn status(&self) -> StreamStatus {
+        match self {
+            Self::Chat(t) => t.status(),
+            Self::Responses(t) => t.status(),
         }
     }
 }

@@ -10,11 +10,13 @@ use http_body_util::{Either, Full};
 use tower_service::Service;
 
 use super::body::TranslateBody;
-use super::chat::request::{Degradations, TranslatedRequest, translate_request};
-use super::chat::response::{ResponseContext, translate_error, translate_response};
+use super::chat::request::{Degradations, TranslatedRequest};
+use super::chat::response::{ResponseContext, TranslatedResponse, translate_error};
 use super::chat::stream::{StreamConfig, StreamTranslator};
 use super::future::ResponseFuture;
-use super::layer::Config;
+use super::layer::{Config, Wire};
+use super::responses::stream::ResponsesStreamTranslator;
+use super::{chat, responses};
 use crate::BoxError;
 use crate::error::ApiError;
 use crate::ids::new_id;
@@ -97,6 +99,63 @@ where
     }
 }
 
+/// Middleware that serves `POST /v1/messages` from an OpenAI Responses service.
+///
+/// Made by [`AnthropicToResponsesLayer`](super::AnthropicToResponsesLayer); it shares the
+/// chat wire's request handling and returns the same body and future types.
+#[derive(Clone, Debug)]
+pub struct AnthropicToResponses<S> {
+    inner: AnthropicToOpenAi<S>,
+}
+
+impl<S> AnthropicToResponses<S> {
+    /// Wraps `inner` with the default settings.
+    pub fn new(inner: S) -> Self {
+        let layer = super::AnthropicToResponsesLayer::new();
+        tower_layer::Layer::layer(&layer, inner)
+    }
+
+    pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
+        Self {
+            inner: AnthropicToOpenAi::from_config(inner, config),
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut()
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner()
+    }
+}
+
+impl<S, ReqBody> Service<Request<ReqBody>> for AnthropicToResponses<S>
+where
+    AnthropicToOpenAi<S>: Service<Request<ReqBody>>,
+{
+    type Response = <AnthropicToOpenAi<S> as Service<Request<ReqBody>>>::Response;
+    type Error = <AnthropicToOpenAi<S> as Service<Request<ReqBody>>>::Error;
+    type Future = <AnthropicToOpenAi<S> as Service<Request<ReqBody>>>::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        self.inner.call(req)
+    }
+}
+
 fn is_messages_request<B>(req: &Request<B>) -> bool {
     req.method() == Method::POST && req.uri().path() == "/v1/messages"
 }
@@ -122,7 +181,11 @@ where
             Err(err) => return Ok(error_response(err)),
         },
     };
-    let translated = match translate_request(parsed.json(), &config.options) {
+    let translated = match config.wire {
+        Wire::Chat => chat::request::translate_request(parsed.json(), &config.options),
+        Wire::Responses => responses::request::translate_request(parsed.json(), &config.options),
+    };
+    let translated = match translated {
         Ok(translated) => translated,
         Err(err) => return Ok(error_response(err)),
     };
@@ -176,8 +239,18 @@ where
         let mut stream_config = StreamConfig::new(client_model);
         stream_config.stop_sequences = stop_sequences;
         stream_config.usage_slot = usage_slot;
-        let translator = StreamTranslator::new(stream_config);
-        let body = TranslateBody::stream(res_body, translator, config.stream_idle_timeout);
+        let body = match config.wire {
+            Wire::Chat => TranslateBody::stream(
+                res_body,
+                StreamTranslator::new(stream_config),
+                config.stream_idle_timeout,
+            ),
+            Wire::Responses => TranslateBody::responses_stream(
+                res_body,
+                ResponsesStreamTranslator::new(stream_config),
+                config.stream_idle_timeout,
+            ),
+        };
         let mut res = Response::new(body);
         let headers = res.headers_mut();
         headers.insert(
@@ -199,7 +272,11 @@ where
         client_model: &client_model,
         stop_sequences: &stop_sequences,
     };
-    match translate_response(&bytes, &context) {
+    let translated: Result<TranslatedResponse, ApiError> = match config.wire {
+        Wire::Chat => chat::response::translate_response(&bytes, &context),
+        Wire::Responses => responses::response::translate_response(&bytes, &context),
+    };
+    match translated {
         Ok(mut translated) => {
             translated.degraded.extend(&degraded);
             if let Some(slot) = &usage_slot {
