@@ -8,6 +8,7 @@
 //! | [`cache`] | `ResponseCacheLayer`: answers repeated requests from a cache keyed by SHA-256 of a canonical form of the request, scoped per backend and caller; `MemoryCache` (moka), `RedisCache`, `TieredCache` |
 //! | [`metrics`] | `MetricsLayer`: requests, latency, time to first token, tokens, cache results and backend calls through the `metrics` facade |
 //! | [`sse`] | the sans-IO Server-Sent Events decoder and encoder the stream translation is built on |
+//! | [`origin`] | `OriginGuardLayer`: an `Origin` allow-list, a `Host` check against DNS rebinding, CORS preflights for allowed origins |
 //! | [`parsed`] | the request body, parsed once and shared between layers |
 //! | [`passthrough`] | `AnthropicPassthroughLayer`: an Anthropic-speaking backend behind the same stack, only the model swapped (JSON and SSE) |
 //! | [`route`] | `Route`: model → ordered backends, fallback before the first byte, cool-down |
@@ -74,6 +75,7 @@
 
 pub mod error;
 mod ids;
+pub mod origin;
 pub mod parsed;
 pub mod report;
 pub mod route;

@@ -430,22 +430,34 @@ async fn upstream_base_url_path_and_query_are_honoured() {
 #[tokio::test]
 async fn clients_cannot_choose_the_upstream_host() {
     let mock = MockUpstream::start().await;
-    let proxy = start_for(&mock, &[]).await;
     // An absolute-form request target naming another host, as a forward proxy would take it.
     let body = openai_request("absolute form").to_string();
-    let request = format!(
-        "POST http://169.254.169.254/v1/chat/completions HTTP/1.1\r\nhost: 169.254.169.254\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("in time")
-        .expect("read");
-    let response = String::from_utf8_lossy(&response);
+    let send = |addr, auth: &'static str| {
+        let request = format!(
+            "POST http://169.254.169.254/v1/chat/completions HTTP/1.1\r\nhost: 169.254.169.254\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{auth}\r\n{body}",
+            body.len()
+        );
+        async move {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            stream.write_all(request.as_bytes()).await.expect("write");
+            let mut response = Vec::new();
+            tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+                .await
+                .expect("in time")
+                .expect("read");
+            String::from_utf8_lossy(&response).into_owned()
+        }
+    };
+    // Without proxy keys, a host that is not loopback or allowed is refused outright (DNS
+    // rebinding protection).
+    let open = start_for(&mock, &[]).await;
+    let response = send(open.addr, "").await;
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    assert_eq!(mock.calls(), 0);
+    // With keys, the request is served, and still goes to the configured upstream only.
+    let keyed = start_for(&mock, &[("PROXY_API_KEYS", "k1")]).await;
+    let response = send(keyed.addr, "x-api-key: k1\r\n").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let seen = mock.last_request();
     assert_eq!(seen.path, "/v1/chat/completions");

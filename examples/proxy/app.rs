@@ -22,6 +22,7 @@ use tower_llm_bridge::cache::{
     MemoryCache, RedisCache, RedisCacheOptions, ResponseCacheLayer, TieredCache,
 };
 use tower_llm_bridge::metrics::Metrics;
+use tower_llm_bridge::origin::{OriginGuard, OriginGuardLayer};
 use tower_llm_bridge::passthrough::AnthropicPassthroughLayer;
 use tower_llm_bridge::route::{Route, Target};
 use tower_llm_bridge::translate::{
@@ -38,7 +39,7 @@ use super::upstream::Upstream;
 
 /// The whole proxy as one cloneable tower service.
 pub type App = Trace<
-    Metrics<Router>,
+    Metrics<OriginGuard<Router>>,
     SharedClassifier<ServerErrorsAsFailures>,
     LogSpan,
     (),
@@ -83,7 +84,8 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
             models: model_list(config),
             proxy_api_keys: config.proxy_api_keys.clone(),
             body_limit: config.body_limit,
-            body_read_timeout: config.body_read_timeout,
+            body_rate: config.body_rate,
+            max_json_depth: config.max_json_depth,
             metrics: telemetry.handle,
         }),
     };
@@ -104,6 +106,17 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         // model, backend, tokens and time to first token. Never headers, query strings or
         // bodies, which carry keys.
         .layer(telemetry.layer)
+        // Before auth and routing: a web page must not use an open proxy (ALLOWED_ORIGINS),
+        // nor reach it by DNS rebinding (Host: loopback, the listen address or ALLOWED_HOSTS).
+        // With PROXY_API_KEYS set a page cannot authenticate anyway, so only CORS preflights
+        // are still decided here.
+        .layer(
+            OriginGuardLayer::new()
+                .allow_origins(&config.allowed_origins)
+                .allow_hosts(&config.allowed_hosts)
+                .listen_addr(config.listen)
+                .enforce(config.proxy_api_keys.is_none()),
+        )
         .service(router))
 }
 
@@ -179,6 +192,7 @@ fn chat_layer(config: &Config, model_map: ModelMap) -> AnthropicToOpenAiLayer {
                 }),
         )
         .body_limit(config.body_limit)
+        .max_json_depth(config.max_json_depth)
         .stream_idle_timeout(config.upstream_timeout)
 }
 
@@ -204,6 +218,7 @@ fn target_stack(
             AnthropicPassthroughLayer::new()
                 .model_map(model_map)
                 .body_limit(config.body_limit)
+                .max_json_depth(config.max_json_depth)
                 .stream_idle_timeout(config.upstream_timeout)
                 .layer(upstream),
         ),
@@ -233,7 +248,8 @@ fn routed_backends(
     let mut targets: Vec<((usize, &str), Target<TargetService>)> = Vec::new();
     let mut builder = Route::builder()
         .cool_down(config.cool_down)
-        .body_limit(config.body_limit);
+        .body_limit(config.body_limit)
+        .max_json_depth(config.max_json_depth);
     for spec in &routing.routes {
         let mut route_targets = Vec::new();
         for (index, model) in &spec.targets {
@@ -297,6 +313,7 @@ fn llm_stack(config: &Config, backends: Backends, redis: Option<RedisCache>) -> 
     let cache = ResponseCacheLayer::new(Cache::new(memory, redis))
         .default_ttl_secs(config.cache.ttl_secs)
         .body_limit(config.body_limit)
+        .max_json_depth(config.max_json_depth)
         // Entries are scoped by upstream (or routing table) as well as by caller.
         .backend_name(scope);
     BoxCloneService::new(

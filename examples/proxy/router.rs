@@ -6,7 +6,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -19,7 +18,7 @@ use tower::{Service, ServiceExt};
 use tower_llm_bridge::BoxError;
 use tower_llm_bridge::cache::{CallerIdentity, RedisCache};
 use tower_llm_bridge::error::ApiError;
-use tower_llm_bridge::parsed::collect_limited;
+use tower_llm_bridge::parsed::{BodyRate, collect_limited_rate, from_slice_max_depth};
 use tower_llm_bridge::report::ModelSlot;
 use tower_llm_bridge::route::Route;
 use tower_llm_bridge::translate::tokens::estimate_input_tokens;
@@ -45,7 +44,8 @@ pub(super) struct Shared {
     pub(super) models: Vec<ModelInfo>,
     pub(super) proxy_api_keys: Option<Vec<Secret>>,
     pub(super) body_limit: usize,
-    pub(super) body_read_timeout: Option<Duration>,
+    pub(super) body_rate: BodyRate,
+    pub(super) max_json_depth: usize,
     /// Renders `GET /metrics`.
     pub(super) metrics: PrometheusHandle,
 }
@@ -180,7 +180,9 @@ impl Router {
             }
             (&Method::POST, "/v1/messages/count_tokens") => {
                 match read_body(body, &self.shared).await {
-                    Ok(bytes) => count_tokens(&bytes, &parts.extensions),
+                    Ok(bytes) => {
+                        count_tokens(&bytes, self.shared.max_json_depth, &parts.extensions)
+                    }
                     Err(err) => body_error(flavor, err, parts.version),
                 }
             }
@@ -256,29 +258,19 @@ impl Router {
     }
 }
 
-/// Collects a request body under the size limit and within the body read timeout: a
-/// client that sends its body slowly (slowloris) gets a 408 instead of holding a
-/// connection and a task forever. The header read timeout does not cover the body.
+/// Collects a request body under the size limit and the minimum rate (`BODY_FIRST_BYTE_SECS`,
+/// `BODY_GRACE_SECS`, `BODY_MIN_RATE`, `BODY_READ_TIMEOUT_SECS` as the longest pause): a
+/// client that trickles its body (slowloris) gets a 408 instead of holding a connection and a
+/// task, while a big upload on a slow but steady link still arrives. The header read timeout
+/// does not cover the body.
 async fn read_body<B>(body: B, shared: &Shared) -> Result<Bytes, ApiError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let collect = collect_limited(body, shared.body_limit);
-    let Some(limit) = shared.body_read_timeout else {
-        return collect.await.map_err(Into::into);
-    };
-    match tokio::time::timeout(limit, collect).await {
-        Ok(collected) => collected.map_err(Into::into),
-        Err(_elapsed) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "invalid_request_error",
-            format!(
-                "the request body did not arrive within {} s",
-                limit.as_secs()
-            ),
-        )),
-    }
+    collect_limited_rate(body, shared.body_limit, &shared.body_rate)
+        .await
+        .map_err(Into::into)
 }
 
 /// `415` for a body declared as something other than JSON. A missing `content-type` is
@@ -314,8 +306,12 @@ fn body_error(flavor: Flavor, err: ApiError, version: Version) -> Response<Proxy
     res
 }
 
-fn count_tokens(bytes: &[u8], extensions: &Extensions) -> Response<ProxyBody> {
-    let body: Value = match serde_json::from_slice(bytes) {
+fn count_tokens(
+    bytes: &[u8],
+    max_json_depth: usize,
+    extensions: &Extensions,
+) -> Response<ProxyBody> {
+    let body: Value = match from_slice_max_depth(bytes, max_json_depth) {
         Ok(body) => body,
         Err(err) => {
             return Flavor::Anthropic.error(ApiError::invalid_request(format!(

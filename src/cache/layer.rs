@@ -38,6 +38,7 @@ pub(crate) struct Config<B> {
     pub(crate) backend_name: Arc<str>,
     pub(crate) default_ttl_secs: u64,
     pub(crate) body_limit: usize,
+    pub(crate) max_json_depth: usize,
     pub(crate) max_entry_bytes: usize,
     pub(crate) coalesce: bool,
     pub(crate) coalesce_wait: Duration,
@@ -68,6 +69,7 @@ impl<B> Clone for Config<B> {
             backend_name: Arc::clone(&self.backend_name),
             default_ttl_secs: self.default_ttl_secs,
             body_limit: self.body_limit,
+            max_json_depth: self.max_json_depth,
             max_entry_bytes: self.max_entry_bytes,
             coalesce: self.coalesce,
             coalesce_wait: self.coalesce_wait,
@@ -86,6 +88,7 @@ impl<B> fmt::Debug for Config<B> {
             .field("backend_name", &self.backend_name)
             .field("default_ttl_secs", &self.default_ttl_secs)
             .field("body_limit", &self.body_limit)
+            .field("max_json_depth", &self.max_json_depth)
             .field("max_entry_bytes", &self.max_entry_bytes)
             .field("coalesce", &self.coalesce)
             .field("coalesce_wait", &self.coalesce_wait)
@@ -110,6 +113,7 @@ impl<B: CacheBackend> ResponseCacheLayer<B> {
                 backend_name: Arc::from("default"),
                 default_ttl_secs: CacheConfig::default().ttl_secs,
                 body_limit: DEFAULT_BODY_LIMIT,
+                max_json_depth: crate::parsed::DEFAULT_MAX_JSON_DEPTH,
                 max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
                 coalesce: true,
                 coalesce_wait: DEFAULT_COALESCE_WAIT,
@@ -133,6 +137,21 @@ impl<B: CacheBackend> ResponseCacheLayer<B> {
     #[must_use]
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.config.body_limit = bytes;
+        self
+    }
+
+    /// Deepest nesting of arrays and objects accepted in a request body (default 512); a
+    /// deeper one gets `400 invalid_request_error`. See [`crate::parsed`] for the stack it
+    /// needs.
+    ///
+    /// ```
+    /// # use tower_llm_bridge::cache::{MemoryCache, ResponseCacheLayer};
+    /// let layer = ResponseCacheLayer::new(MemoryCache::new(10)).max_json_depth(256);
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn max_json_depth(mut self, levels: usize) -> Self {
+        self.config.max_json_depth = levels;
         self
     }
 
@@ -172,6 +191,28 @@ impl<B: CacheBackend> ResponseCacheLayer<B> {
     /// Whether streamed answers are cached and concurrent identical streams share one upstream
     /// call (default `true`). With `false`, `"stream": true` requests pass with
     /// `x-cache: BYPASS`.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::{Request, Response};
+    /// use http_body_util::{Either, Full};
+    /// use std::convert::Infallible;
+    /// use tower::{ServiceBuilder, ServiceExt};
+    /// use tower_llm_bridge::cache::ResponseCacheLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let svc = ServiceBuilder::new()
+    ///     .layer(ResponseCacheLayer::default().cache_streams(false))
+    ///     .service_fn(|_req: Request<Either<Full<Bytes>, Full<Bytes>>>| async {
+    ///         Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+    ///     });
+    /// let req = Request::post("/v1/messages")
+    ///     .body(Full::new(Bytes::from_static(br#"{"model":"m","stream":true}"#)))
+    ///     .unwrap();
+    /// assert_eq!(svc.oneshot(req).await.unwrap().headers()["x-cache"], "BYPASS");
+    /// # }
+    /// ```
     #[must_use]
     pub fn cache_streams(mut self, on: bool) -> Self {
         self.config.streams = on;

@@ -161,7 +161,7 @@ where
         Ok(bytes) => bytes,
         Err(err) => return Ok(error_response(ns, err.into())),
     };
-    let parsed = match ParsedBody::parse(bytes) {
+    let parsed = match ParsedBody::parse_max_depth(bytes, config.max_json_depth) {
         Ok(parsed) if parsed.json().is_object() => parsed,
         Ok(_) => {
             let err = ApiError::invalid_request("request body must be a JSON object");

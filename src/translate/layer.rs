@@ -26,6 +26,7 @@ pub struct AnthropicToOpenAiLayer {
 pub(crate) struct Config {
     pub(crate) options: TranslateOptions,
     pub(crate) body_limit: usize,
+    pub(crate) max_json_depth: usize,
     pub(crate) response_limit: usize,
     pub(crate) upstream_path: PathAndQuery,
     pub(crate) stream_idle_timeout: Option<Duration>,
@@ -46,6 +47,7 @@ impl Default for Config {
         Self {
             options: TranslateOptions::default(),
             body_limit: DEFAULT_BODY_LIMIT,
+            max_json_depth: crate::parsed::DEFAULT_MAX_JSON_DEPTH,
             response_limit: DEFAULT_RESPONSE_LIMIT,
             upstream_path: PathAndQuery::from_static("/v1/chat/completions"),
             stream_idle_timeout: None,
@@ -122,6 +124,22 @@ impl AnthropicToOpenAiLayer {
     #[must_use]
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.config_mut().body_limit = bytes;
+        self
+    }
+
+    /// Deepest nesting of arrays and objects accepted in a request body (default 512, past
+    /// serde_json's own 128, which rejects real tool schemas); a deeper one gets `400
+    /// invalid_request_error`. Upstream answers are read with the default. See
+    /// [`crate::parsed`] for the stack this needs.
+    ///
+    /// ```
+    /// # use tower_llm_bridge::translate::AnthropicToOpenAiLayer;
+    /// let layer = AnthropicToOpenAiLayer::new().max_json_depth(256);
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn max_json_depth(mut self, levels: usize) -> Self {
+        self.config_mut().max_json_depth = levels;
         self
     }
 

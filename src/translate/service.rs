@@ -176,7 +176,7 @@ where
     // Parse once: a layer further out (the cache) may have read and parsed the body already.
     let parsed = match parts.extensions.remove::<ParsedBody>() {
         Some(parsed) => parsed,
-        None => match read_json(body, config.body_limit).await {
+        None => match read_json(body, config.body_limit, config.max_json_depth).await {
             Ok(parsed) => parsed,
             Err(err) => return Ok(error_response(err)),
         },
@@ -319,7 +319,7 @@ where
         })
 }
 
-async fn read_json<B>(body: B, limit: usize) -> Result<ParsedBody, ApiError>
+async fn read_json<B>(body: B, limit: usize, max_json_depth: usize) -> Result<ParsedBody, ApiError>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -328,7 +328,7 @@ where
     if bytes.is_empty() {
         return Err(ApiError::invalid_request("request body is empty"));
     }
-    ParsedBody::parse(bytes)
+    ParsedBody::parse_max_depth(bytes, max_json_depth)
         .map_err(|err| ApiError::invalid_request(format!("request body is not valid JSON: {err}")))
 }
 

@@ -150,6 +150,15 @@ pub trait StreamAccumulator: Send {
 }
 
 /// Why a codec could not accumulate or render an answer.
+///
+/// ```
+/// use tower_llm_bridge::cache::{AnthropicMessages, CodecError, StreamCodec};
+///
+/// let mut acc = AnthropicMessages.accumulator();
+/// let error = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\"}}\n\n";
+/// assert_eq!(acc.push(error), Err(CodecError::Upstream));
+/// assert_eq!(CodecError::Incomplete.to_string(), "the stream did not reach its end");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CodecError {
@@ -189,4 +198,59 @@ fn put_data_event(out: &mut BytesMut, value: &Value) {
     // Serializing a `Value` into memory cannot fail; compact JSON has no raw line break.
     let _ = serde_json::to_writer((&mut *out).writer(), value);
     out.put_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn codecs() -> [&'static dyn StreamCodec; 2] {
+        [&AnthropicMessages, &OpenAiChat]
+    }
+
+    proptest! {
+        /// Upstream bytes are untrusted: accumulation never panics, whatever they are and
+        /// however they are split.
+        #[test]
+        fn accumulating_arbitrary_bytes_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+            split in any::<usize>(),
+        ) {
+            for codec in codecs() {
+                let mut acc = codec.accumulator();
+                let at = split % (bytes.len() + 1);
+                let _ = acc.push(&bytes[..at]);
+                let _ = acc.push(&bytes[at..]);
+                let _ = acc.finish();
+            }
+        }
+
+        /// Stored answers may come from another release or a shared Redis: rendering never
+        /// panics on any JSON.
+        #[test]
+        fn rendering_arbitrary_json_never_panics(text in "[\\[\\]{}\",:a-z0-9 ]{0,200}") {
+            for codec in codecs() {
+                let _ = codec.render_stream(text.as_bytes(), &Value::Null);
+            }
+        }
+
+        /// A real stream with one byte changed: an error or an answer, never a panic.
+        #[test]
+        fn mutated_streams_never_panic(pos in any::<usize>(), byte in any::<u8>()) {
+            let message = serde_json::json!({"type": "message", "content": [
+                {"type": "text", "text": "hi"},
+                {"type": "tool_use", "id": "t", "name": "f", "input": {"a": [1, 2]}}],
+                "stop_reason": "tool_use", "usage": {"output_tokens": 3}});
+            let mut stream = AnthropicMessages
+                .render_stream(message.to_string().as_bytes(), &Value::Null)
+                .expect("render")
+                .to_vec();
+            let at = pos % stream.len();
+            stream[at] = byte;
+            let mut acc = AnthropicMessages.accumulator();
+            let _ = acc.push(&stream);
+            let _ = acc.finish();
+        }
+    }
 }

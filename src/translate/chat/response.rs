@@ -58,9 +58,10 @@ pub fn translate_response(
     body: &[u8],
     context: &ResponseContext<'_>,
 ) -> Result<TranslatedResponse, ApiError> {
-    let completion: ChatCompletion = serde_json::from_slice(body).map_err(|err| {
-        ApiError::bad_gateway(format!("upstream returned an invalid completion: {err}"))
-    })?;
+    let completion: ChatCompletion =
+        crate::parsed::from_slice_max_depth(body, crate::parsed::DEFAULT_MAX_JSON_DEPTH).map_err(
+            |err| ApiError::bad_gateway(format!("upstream returned an invalid completion: {err}")),
+        )?;
     let mut degraded = Degradations::default();
     let usage = completion.usage.unwrap_or_default().to_anthropic();
     let Some(choice) = completion.choices.into_iter().next() else {

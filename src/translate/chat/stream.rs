@@ -397,8 +397,11 @@ impl Core {
         match event.event {
             "message" => {}
             "error" => {
-                let error = serde_json::from_str::<Value>(data)
-                    .unwrap_or_else(|_| Value::String(data.to_owned()));
+                let error = crate::parsed::from_slice_max_depth::<Value>(
+                    data.as_bytes(),
+                    crate::parsed::DEFAULT_MAX_JSON_DEPTH,
+                )
+                .unwrap_or_else(|_| Value::String(data.to_owned()));
                 self.fail(&upstream_error(&error), out);
                 return;
             }
@@ -417,7 +420,11 @@ impl Core {
             self.on_done(out);
             return;
         }
-        match serde_json::from_str::<ChatCompletionChunk>(data) {
+        // Deep JSON is bounded like a request body (see `parsed`), not by serde_json's 128.
+        match crate::parsed::from_slice_max_depth::<ChatCompletionChunk>(
+            data.as_bytes(),
+            crate::parsed::DEFAULT_MAX_JSON_DEPTH,
+        ) {
             Ok(chunk) => self.on_chunk(chunk, out),
             Err(err) => self.fail(
                 &ApiError::bad_gateway(format!(
