@@ -1032,3 +1032,87 @@ async fn a_stream_past_the_limit_can_no_longer_be_joined() {
     assert_eq!(late.bytes, leader.bytes, "a complete stream of its own");
     assert_eq!(up.calls(), 2);
 }
+
+#[tokio::test]
+async fn request_directives_and_switches_apply_to_streams() {
+    let up = Upstream::new(Duration::ZERO);
+    let svc = ServiceBuilder::new().layer(layer()).service(up.service());
+    let n = nonce();
+    let with = |header: Option<&'static str>, ttl: Option<u64>| {
+        let mut req = request(Api::Anthropic, true, &n);
+        if let Some(value) = header {
+            req.headers_mut()
+                .insert("cache-control", http::HeaderValue::from_static(value));
+        }
+        if let Some(ttl) = ttl {
+            let body = json!({"model": "claude-sonnet-4-5", "max_tokens": 256, "stream": true,
+                "cache_ttl_secs": ttl,
+                "messages": [{"role": "user", "content": format!("weather? {n}")}]});
+            *req.body_mut() = Full::new(Bytes::from(body.to_string()));
+        }
+        req
+    };
+    // no-store and a zero TTL bypass: not looked up, not stored.
+    assert_eq!(
+        send(&svc, with(Some("no-store"), None)).await.x_cache,
+        "BYPASS"
+    );
+    assert_eq!(send(&svc, with(None, Some(0))).await.x_cache, "BYPASS");
+    assert_eq!(send(&svc, with(None, None)).await.x_cache, "MISS");
+    assert_eq!(up.calls(), 3);
+    // no-cache skips the lookup but stores the fresh stream.
+    assert_eq!(
+        send(&svc, with(Some("no-cache"), None)).await.x_cache,
+        "MISS"
+    );
+    assert_eq!(send(&svc, with(None, None)).await.x_cache, "HIT");
+    assert_eq!(up.calls(), 4);
+
+    // Without coalescing, concurrent streams each go upstream, and are still stored.
+    let up = Upstream::new(Duration::from_millis(5));
+    let svc = ServiceBuilder::new()
+        .layer(layer().coalesce(false))
+        .service(up.service());
+    let n = nonce();
+    let a = tokio::spawn(read_timed(svc.clone(), request(Api::Anthropic, true, &n)));
+    let b = tokio::spawn(read_timed(svc.clone(), request(Api::Anthropic, true, &n)));
+    let (a, b) = (a.await.expect("a"), b.await.expect("b"));
+    assert_eq!((a.x_cache.as_str(), b.x_cache.as_str()), ("MISS", "MISS"));
+    assert_eq!(up.calls(), 2);
+    assert_eq!(
+        send(&svc, request(Api::Anthropic, true, &n)).await.x_cache,
+        "HIT"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_followers_share_streams_and_are_cut_with_an_openai_error_chunk() {
+    let mut up = Upstream::new(Duration::from_millis(2));
+    up.padding = 1_000;
+    let svc = ServiceBuilder::new()
+        .layer(layer().max_entry_bytes(8 << 10))
+        .service(up.service());
+    let n = nonce();
+    let leader = svc
+        .clone()
+        .oneshot(request(Api::OpenAi, true, &n))
+        .await
+        .expect("service");
+    let slow = svc
+        .clone()
+        .oneshot(request(Api::OpenAi, true, &n))
+        .await
+        .expect("service");
+    assert_eq!(slow.headers()["x-cache"], "HIT");
+    let mut slow = slow.into_body();
+    slow.frame().await.expect("frame").expect("ok");
+    let all = leader.into_body().collect().await.expect("ok").to_bytes();
+    assert!(all.ends_with(b"data: [DONE]\n\n"));
+    let rest = slow.collect().await.expect("ok").to_bytes();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(
+        text.ends_with("\n\n") && text.contains("data: {\"error\":{"),
+        "{text}"
+    );
+    assert_eq!(up.calls(), 1);
+}

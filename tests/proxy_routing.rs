@@ -552,18 +552,45 @@ fn bad_files_name_the_line_and_the_field() {
 }
 
 #[tokio::test]
-async fn the_openai_responses_kind_is_a_clear_startup_error() {
-    let file = TempFile::new(
-        "[[backends]]\nname = \"r\"\nkind = \"openai-responses\"\nbase_url = \"http://127.0.0.1:1/v1\"\n\
-         [[routes]]\nmatch = \"*\"\ntargets = [ { backend = \"r\", model = \"gpt-5\" } ]\n",
+async fn the_openai_responses_kind_translates_to_the_responses_api() {
+    let (responses, primary) = (MockUpstream::start().await, MockUpstream::start().await);
+    // A Responses API answer (openai-python `types/responses/response.py`).
+    responses.set_default(Reply::json(json!({
+        "id": "resp_1", "object": "response", "created_at": 1_700_000_000, "status": "completed",
+        "model": "gpt-5-2025-08-07",
+        "output": [{"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+                    "content": [{"type": "output_text", "text": "Hi from Responses", "annotations": []}]}],
+        "usage": {"input_tokens": 9, "output_tokens": 4, "total_tokens": 13}
+    })));
+    let file = TempFile::new(&format!(
+        "[[backends]]\nname = \"resp\"\nkind = \"openai-responses\"\nbase_url = \"{}\"\n\
+         api_key_env = \"ROUTING_OPENAI_KEY\"\n\
+         [[backends]]\nname = \"primary\"\nkind = \"openai-chat\"\nbase_url = \"{}\"\n\
+         [[routes]]\nmatch = \"*\"\ntargets = [ {{ backend = \"resp\", model = \"gpt-5\" }}, \
+         {{ backend = \"primary\", model = \"gpt-4o\" }} ]\n",
+        responses.base_url(),
+        primary.base_url()
+    ));
+    let proxy = proxy_support::start(parse(&file, KEYS, &[]).expect("config")).await;
+    let answer = post_json(
+        &proxy.url("/v1/messages"),
+        CLIENT_HEADERS,
+        &ask("claude-sonnet-4-5", "via the responses api"),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.header("x-llm-bridge-backend"), Some("resp"));
+    let message = answer.json();
+    assert_eq!(message["model"], "claude-sonnet-4-5");
+    assert_eq!(message["content"][0]["text"], "Hi from Responses");
+    let seen = responses.last_request();
+    assert_eq!(seen.path, "/v1/responses");
+    assert_eq!(seen.body["model"], "gpt-5");
+    assert_eq!(
+        seen.header("authorization"),
+        Some(format!("Bearer {OPENAI_KEY}").as_str())
     );
-    let config = parse(&file, &[], &[]).expect("the parser accepts the kind");
-    // Until the Responses translation lands, the proxy refuses to start, naming the kind.
-    let err = proxy::app(&config)
-        .await
-        .err()
-        .expect("openai-responses is not served yet");
-    assert!(err.to_string().contains("openai-responses"), "{err}");
+    assert_eq!(primary.calls(), 0);
 }
 
 #[test]

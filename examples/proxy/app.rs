@@ -26,11 +26,11 @@ use tower_llm_bridge::origin::{OriginGuard, OriginGuardLayer};
 use tower_llm_bridge::passthrough::AnthropicPassthroughLayer;
 use tower_llm_bridge::route::{Route, Target};
 use tower_llm_bridge::translate::{
-    AnthropicToOpenAiLayer, MaxTokensCaps, ModelMap, ReasoningModels,
+    AnthropicToOpenAiLayer, AnthropicToResponsesLayer, MaxTokensCaps, ModelMap, ReasoningModels,
 };
 use tracing::{Span, info, warn};
 
-use super::config::Config;
+use super::config::{Config, Wire};
 use super::config_file::{Backend, BackendKind, Routing};
 use super::models::model_list;
 use super::router::{Router, Shared};
@@ -196,15 +196,42 @@ fn chat_layer(config: &Config, model_map: ModelMap) -> AnthropicToOpenAiLayer {
         .stream_idle_timeout(config.upstream_timeout)
 }
 
-/// Environment configuration: one OpenAI-compatible backend, the model rules of
-/// `BIG_MODEL`, `SMALL_MODEL` and `MODEL_MAP`.
+/// The Responses translation with the proxy's settings and `model_map`; `/v1/responses`
+/// reaches `{base_url}/responses` through the upstream client.
+fn responses_layer(config: &Config, model_map: ModelMap) -> AnthropicToResponsesLayer {
+    AnthropicToResponsesLayer::new()
+        .model_map(model_map)
+        .reasoning_models(ReasoningModels::new(
+            config.reasoning_models.iter().cloned(),
+        ))
+        .max_tokens_caps(
+            config
+                .max_tokens_caps
+                .iter()
+                .fold(MaxTokensCaps::new(), |caps, (prefix, cap)| {
+                    caps.cap(prefix.as_str(), *cap)
+                }),
+        )
+        .body_limit(config.body_limit)
+        .max_json_depth(config.max_json_depth)
+        .stream_idle_timeout(config.upstream_timeout)
+}
+
+/// Environment configuration: one OpenAI backend (`OPENAI_WIRE` says which API), the model
+/// rules of `BIG_MODEL`, `SMALL_MODEL` and `MODEL_MAP`.
 fn single_backend(config: &Config, upstream: Upstream) -> Backends {
-    // Anthropic Messages in, OpenAI Chat Completions out; other routes pass through.
-    box_service(chat_layer(config, config.model_map.clone()).layer(upstream))
+    let model_map = config.model_map.clone();
+    // Anthropic Messages in, OpenAI Chat Completions or Responses out; other routes pass
+    // through.
+    match config.wire {
+        Wire::Chat => box_service(chat_layer(config, model_map).layer(upstream)),
+        Wire::Responses => box_service(responses_layer(config, model_map).layer(upstream)),
+    }
 }
 
 /// The one place a backend kind becomes a service stack: the backend's wire (translation or
-/// passthrough, with every client model sent as the target's `model`) over its client.
+/// passthrough, with every client model sent as the target's `model`) over its client. (A
+/// `Result` so that a kind a build cannot serve can refuse to start.)
 fn target_stack(
     config: &Config,
     backend: &Backend,
@@ -223,12 +250,7 @@ fn target_stack(
                 .layer(upstream),
         ),
         BackendKind::OpenaiResponses => {
-            return Err(format!(
-                "backend {:?}: kind \"openai-responses\" is not available in this build yet \
-                 (use \"openai-chat\" with the same base_url meanwhile)",
-                backend.name
-            )
-            .into());
+            box_target(responses_layer(config, model_map).layer(upstream))
         }
     })
 }

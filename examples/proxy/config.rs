@@ -48,6 +48,10 @@ pub struct Args {
         value_name = "URL"
     )]
     upstream: String,
+    /// The OpenAI API the upstream speaks: chat (<url>/chat/completions) or responses
+    /// (<url>/responses: OpenAI's Responses API, reasoning carried across turns)
+    #[arg(long, env = "OPENAI_WIRE", default_value = "chat", value_name = "WIRE")]
+    wire: String,
     /// Upstream model for sonnet, opus and other claude names
     #[arg(
         long,
@@ -451,6 +455,11 @@ impl Config {
                 .map_err(|_| "not an address such as 127.0.0.1:3000 or [::]:3000".to_owned())
         })?;
         let upstream = s.parse("upstream", &args.upstream, |v| UpstreamUrl::parse(v.trim()))?;
+        let wire = s.parse("wire", &args.wire, |v| match v.trim() {
+            "chat" => Ok(Wire::Chat),
+            "responses" => Ok(Wire::Responses),
+            _ => Err("must be chat or responses".to_owned()),
+        })?;
         let openai_api_key = s.secret("OPENAI_API_KEY", |v| {
             let v = v.trim();
             HeaderValue::try_from(format!("Bearer {v}"))
@@ -619,6 +628,7 @@ impl Config {
         Ok(Self {
             listen,
             upstream,
+            wire,
             openai_api_key,
             big_model,
             small_model,
@@ -767,6 +777,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The OpenAI-compatible backend.
     pub upstream: UpstreamUrl,
+    /// The API the backend speaks.
+    pub wire: Wire,
     /// Sent upstream as `Authorization: Bearer`; optional for local backends.
     pub openai_api_key: Option<Secret>,
     /// Upstream model for `sonnet`/`opus`/other `claude` names.
@@ -827,6 +839,24 @@ impl Config {
     /// match ignoring ASCII case, as the translation layer's `ModelMap::contains` does).
     pub fn map_model<'a>(&'a self, client_model: &'a str) -> &'a str {
         self.model_map.map(client_model)
+    }
+}
+
+/// The OpenAI API the backend speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// Chat Completions: `POST <url>/chat/completions`.
+    Chat,
+    /// The Responses API: `POST <url>/responses`.
+    Responses,
+}
+
+impl fmt::Display for Wire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Chat => "chat",
+            Self::Responses => "responses",
+        })
     }
 }
 

@@ -51,7 +51,7 @@ use tracing::{info, warn};
 
 pub use app::{App, ProxyBody, app};
 pub use auth::constant_time_eq;
-pub use config::{CacheSettings, Command, Config, ConfigError, Secret, UpstreamUrl};
+pub use config::{CacheSettings, Command, Config, ConfigError, Secret, UpstreamUrl, Wire};
 pub use router::Router;
 pub use server::{serve, tune_accepted};
 pub use upstream::Upstream;

@@ -304,6 +304,20 @@ impl AnthropicToResponsesLayer {
         self
     }
 
+    /// The deepest JSON nesting accepted in a request body; deeper ones get `400`
+    /// (see [`AnthropicToOpenAiLayer::max_json_depth`]).
+    ///
+    /// ```
+    /// # use tower_llm_bridge::translate::AnthropicToResponsesLayer;
+    /// let layer = AnthropicToResponsesLayer::new().max_json_depth(256);
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn max_json_depth(mut self, levels: usize) -> Self {
+        self.config_mut().max_json_depth = levels;
+        self
+    }
+
     /// The largest non-streamed upstream response read, in bytes; a larger one is a `502`.
     #[must_use]
     pub fn response_limit(mut self, bytes: usize) -> Self {

@@ -41,7 +41,7 @@ use crate::translate::config::TranslateOptions;
 use crate::translate::degraded::Degradations;
 use crate::translate::validate::{
     self, CompactJson, ImageSource, Path, block_type, reasoning_effort, sampling_param,
-    system_text, text_field,
+    system_text, text_field, tool_result_block_type,
 };
 
 /// The smallest `max_output_tokens` the Responses API accepts.
@@ -414,7 +414,7 @@ impl<'a> Converter<'_, 'a> {
                 let mut texts: Vec<&'a str> = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     let path = content_path.index(i);
-                    let (kind, item) = block_type(item, &path)?;
+                    let (kind, item) = tool_result_block_type(item, &path)?;
                     match kind {
                         "text" => texts.push(text_field(item, &path)?),
                         "image" => {

@@ -49,9 +49,10 @@ pub fn translate_response(
             "upstream returned an invalid response: not a JSON object",
         ));
     }
-    let response: Response = serde_json::from_slice(body).map_err(|err| {
-        ApiError::bad_gateway(format!("upstream returned an invalid response: {err}"))
-    })?;
+    let response: Response =
+        crate::parsed::from_slice_max_depth(body, crate::parsed::DEFAULT_MAX_JSON_DEPTH).map_err(
+            |err| ApiError::bad_gateway(format!("upstream returned an invalid response: {err}")),
+        )?;
     if let Some(err) = failure(&response) {
         return Err(err);
     }

@@ -315,7 +315,11 @@ impl Core {
         if data.is_empty() || data == "[DONE]" {
             return;
         }
-        let parsed: StreamEvent = match serde_json::from_str(data) {
+        // Deep JSON is bounded like a request body (see `parsed`), not by serde_json's 128.
+        let parsed: StreamEvent = match crate::parsed::from_slice_max_depth(
+            data.as_bytes(),
+            crate::parsed::DEFAULT_MAX_JSON_DEPTH,
+        ) {
             Ok(parsed) => parsed,
             Err(err) => {
                 self.fail(
