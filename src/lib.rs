@@ -5,7 +5,7 @@
 //! | module | what it gives you |
 //! |---|---|
 //! | [`translate`] | `AnthropicToOpenAiLayer`: `POST /v1/messages` (JSON and SSE streaming, tools, images, thinking, stop sequences, usage, errors) served from `POST /v1/chat/completions` |
-//! | [`cache`] | `ResponseCacheLayer`: answers repeated requests from a cache keyed by SHA-256 of a canonical form of the request, scoped per backend and caller; `MemoryCache` (moka), `RedisCache`, `TieredCache` |
+//! | [`cache`] | `ResponseCacheLayer`: answers repeated requests, JSON or streamed, from a cache keyed by SHA-256 of a canonical form of the request, scoped per backend and caller; concurrent identical streams share one upstream call; `MemoryCache` (moka), `RedisCache`, `TieredCache` |
 //! | [`metrics`] | `MetricsLayer`: requests, latency, time to first token, tokens, cache results and backend calls through the `metrics` facade |
 //! | [`sse`] | the sans-IO Server-Sent Events decoder and encoder the stream translation is built on |
 //! | [`origin`] | `OriginGuardLayer`: an `Origin` allow-list, a `Host` check against DNS rebinding, CORS preflights for allowed origins |

@@ -128,6 +128,58 @@ impl ParsedBody {
     }
 }
 
+/// Maximum allowed value for a per-request `cache_ttl_secs`.
+pub const MAX_TTL_SECS: u64 = 86_400;
+
+/// Reads and validates the optional `cache_ttl_secs` field of a request body, the response
+/// cache's per-request setting. Every layer that takes a request validates it the same way,
+/// whether or not a cache is in the stack, and none sends it upstream.
+///
+/// - `Ok(None)`: absent or `null`;
+/// - `Ok(Some(n))`: `n` seconds, `0..=MAX_TTL_SECS` (a fractional number is truncated);
+/// - `Err(message)`: negative, over [`MAX_TTL_SECS`], or not a number.
+///
+/// # Errors
+/// The message for a `400 invalid_request_error`, naming the field.
+///
+/// ```
+/// use serde_json::json;
+/// use tower_llm_bridge::parsed::cache_ttl_secs;
+///
+/// assert_eq!(cache_ttl_secs(&json!({"cache_ttl_secs": 60})), Ok(Some(60)));
+/// assert_eq!(cache_ttl_secs(&json!({"model": "m"})), Ok(None));
+/// assert!(cache_ttl_secs(&json!({"cache_ttl_secs": -1})).is_err());
+/// ```
+pub fn cache_ttl_secs(body: &Value) -> Result<Option<u64>, String> {
+    let value = match body.get("cache_ttl_secs") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(value) => value,
+    };
+    let Value::Number(n) = value else {
+        return Err(format!("cache_ttl_secs must be a number, got {value}"));
+    };
+    let secs = if let Some(u) = n.as_u64() {
+        u
+    } else if let Some(i) = n.as_i64() {
+        return Err(format!("cache_ttl_secs must be non-negative, got {i}"));
+    } else {
+        match n.as_f64() {
+            Some(f) if f < 0.0 => {
+                return Err(format!("cache_ttl_secs must be non-negative, got {f}"));
+            }
+            // `as` saturates, so huge values land over the maximum below.
+            Some(f) if f.is_finite() => f as u64,
+            _ => return Err(format!("cache_ttl_secs must be a finite number, got {n}")),
+        }
+    };
+    if secs > MAX_TTL_SECS {
+        return Err(format!(
+            "cache_ttl_secs must be <= {MAX_TTL_SECS}, got {secs}"
+        ));
+    }
+    Ok(Some(secs))
+}
+
 /// The nesting depth [`ParsedBody::parse`] and the layers accept unless configured otherwise.
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 512;
 

@@ -1409,3 +1409,69 @@ async fn idle_connections_are_closed_by_the_header_read_timeout() {
     .await;
     assert_eq!(ok.status, 200);
 }
+
+/// `cache_ttl_secs` is the cache's own setting: with the cache switched off it is still
+/// validated (the same 400s), and it never reaches a backend, on either LLM route.
+#[tokio::test]
+async fn cache_ttl_secs_is_checked_and_never_forwarded_with_the_cache_off() {
+    let mock = MockUpstream::start().await;
+    let proxy = start_for(&mock, &[("CACHE_ENABLED", "false")]).await;
+    let openai = |ttl: Value| {
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
+               "cache_ttl_secs": ttl})
+    };
+    let anthropic = |ttl: Value| {
+        let mut request = base();
+        request["cache_ttl_secs"] = ttl;
+        request
+    };
+    for ttl in [
+        json!("60"),
+        json!(-1),
+        json!(86_401),
+        json!(true),
+        json!([60]),
+    ] {
+        let answer = post_json(&proxy.url("/v1/messages"), &[], &anthropic(ttl.clone())).await;
+        assert_anthropic_error(&answer, 400, "invalid_request_error");
+        assert!(
+            answer.text().contains("cache_ttl_secs"),
+            "{}",
+            answer.text()
+        );
+        let answer = post_json(
+            &proxy.url("/v1/chat/completions"),
+            &[],
+            &openai(ttl.clone()),
+        )
+        .await;
+        assert_eq!(answer.status, 400, "{ttl}: {}", answer.text());
+        let body = answer.json();
+        assert!(body.get("type").is_none(), "OpenAI shape: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("cache_ttl_secs")),
+            "{body}"
+        );
+    }
+    assert_eq!(mock.calls(), 0, "no invalid TTL reached the upstream");
+    for (path, request) in [
+        ("/v1/chat/completions", openai(json!(60))),
+        ("/v1/messages", anthropic(json!(0))),
+    ] {
+        let answer = post_json(&proxy.url(path), &[], &request).await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.text());
+        let seen = mock.last_request();
+        assert!(
+            seen.body.get("cache_ttl_secs").is_none(),
+            "{path}: {}",
+            seen.body
+        );
+        assert!(
+            !String::from_utf8_lossy(&seen.raw).contains("cache_ttl_secs"),
+            "{path}"
+        );
+    }
+    assert_eq!(mock.calls(), 2);
+}

@@ -86,6 +86,7 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
             body_limit: config.body_limit,
             body_rate: config.body_rate,
             max_json_depth: config.max_json_depth,
+            strip_cache_ttl: !config.cache.enabled,
             metrics: telemetry.handle,
         }),
     };
@@ -194,6 +195,8 @@ fn chat_layer(config: &Config, model_map: ModelMap) -> AnthropicToOpenAiLayer {
         .body_limit(config.body_limit)
         .max_json_depth(config.max_json_depth)
         .stream_idle_timeout(config.upstream_timeout)
+        // STREAM_MAX_SECS: comments keep a stream alive past the idle timeout, not forever.
+        .stream_max_duration(config.stream_max.unwrap_or(Duration::MAX))
 }
 
 /// The Responses translation with the proxy's settings and `model_map`; `/v1/responses`
@@ -215,6 +218,8 @@ fn responses_layer(config: &Config, model_map: ModelMap) -> AnthropicToResponses
         .body_limit(config.body_limit)
         .max_json_depth(config.max_json_depth)
         .stream_idle_timeout(config.upstream_timeout)
+        // STREAM_MAX_SECS: comments keep a stream alive past the idle timeout, not forever.
+        .stream_max_duration(config.stream_max.unwrap_or(Duration::MAX))
 }
 
 /// Environment configuration: one OpenAI backend (`OPENAI_WIRE` says which API), the model

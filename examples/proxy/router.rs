@@ -18,7 +18,9 @@ use tower::{Service, ServiceExt};
 use tower_llm_bridge::BoxError;
 use tower_llm_bridge::cache::{CallerIdentity, RedisCache};
 use tower_llm_bridge::error::ApiError;
-use tower_llm_bridge::parsed::{BodyRate, collect_limited_rate, from_slice_max_depth};
+use tower_llm_bridge::parsed::{
+    BodyRate, cache_ttl_secs, collect_limited_rate, from_slice_max_depth,
+};
 use tower_llm_bridge::report::ModelSlot;
 use tower_llm_bridge::route::Route;
 use tower_llm_bridge::translate::tokens::estimate_input_tokens;
@@ -46,6 +48,9 @@ pub(super) struct Shared {
     pub(super) body_limit: usize,
     pub(super) body_rate: BodyRate,
     pub(super) max_json_depth: usize,
+    /// With the cache off, `cache_ttl_secs` is still validated and removed here, so that no
+    /// backend (the OpenAI passthrough, an Anthropic one) ever receives it.
+    pub(super) strip_cache_ttl: bool,
     /// Renders `GET /metrics`.
     pub(super) metrics: PrometheusHandle,
 }
@@ -191,6 +196,14 @@ impl Router {
                 // way; the first layer that needs the JSON parses these bytes once.
                 match read_body(body, &self.shared).await {
                     Ok(bytes) => {
+                        let bytes = if self.shared.strip_cache_ttl {
+                            match without_cache_ttl(bytes, self.shared.max_json_depth) {
+                                Ok(bytes) => bytes,
+                                Err(err) => return flavor.error(err),
+                            }
+                        } else {
+                            bytes
+                        };
                         let req = Request::from_parts(parts, Full::new(bytes));
                         match self.llm.oneshot(req).await {
                             Ok(res) => res,
@@ -271,6 +284,26 @@ where
     collect_limited_rate(body, shared.body_limit, &shared.body_rate)
         .await
         .map_err(Into::into)
+}
+
+/// `bytes` without a top-level `cache_ttl_secs`, or the same `400` the cache gives for an
+/// invalid one. Bodies without the name are passed on untouched and unparsed (the layers
+/// parse them once); a body that is not JSON is left for them to refuse.
+fn without_cache_ttl(bytes: Bytes, max_json_depth: usize) -> Result<Bytes, ApiError> {
+    if memchr::memmem::find(&bytes, b"cache_ttl_secs").is_none() {
+        return Ok(bytes);
+    }
+    let Ok(mut json) = from_slice_max_depth::<Value>(&bytes, max_json_depth) else {
+        return Ok(bytes);
+    };
+    cache_ttl_secs(&json).map_err(ApiError::invalid_request)?;
+    match &mut json {
+        Value::Object(map) if map.contains_key("cache_ttl_secs") => {
+            map.retain(|key, _| key != "cache_ttl_secs");
+            Ok(serde_json::to_vec(&json).map(Bytes::from).unwrap_or(bytes))
+        }
+        _ => Ok(bytes),
+    }
 }
 
 /// `415` for a body declared as something other than JSON. A missing `content-type` is

@@ -174,8 +174,7 @@ pub use memory::{MemoryCache, MemoryCacheBuilder};
 pub use service::ResponseCache;
 pub use tiered::TieredCache;
 
-/// Maximum allowed value for a per-request `cache_ttl_secs`.
-pub const MAX_TTL_SECS: u64 = 86_400;
+pub use crate::parsed::MAX_TTL_SECS;
 
 /// A cached response, as stored in any [`CacheBackend`].
 #[derive(Clone, Debug)]
@@ -329,33 +328,7 @@ pub fn cache_key_for_request(body: &Value, ns: CacheNamespace, scope: &CacheScop
 /// assert!(parse_cache_ttl(&json!({"cache_ttl_secs": "60"})).is_err());
 /// ```
 pub fn parse_cache_ttl(body: &Value) -> Result<Option<u64>, String> {
-    let value = match body.get("cache_ttl_secs") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(value) => value,
-    };
-    let Value::Number(n) = value else {
-        return Err(format!("cache_ttl_secs must be a number, got {value}"));
-    };
-    let secs = if let Some(u) = n.as_u64() {
-        u
-    } else if let Some(i) = n.as_i64() {
-        return Err(format!("cache_ttl_secs must be non-negative, got {i}"));
-    } else {
-        match n.as_f64() {
-            Some(f) if f < 0.0 => {
-                return Err(format!("cache_ttl_secs must be non-negative, got {f}"));
-            }
-            // `as` saturates, so huge values land over the maximum below.
-            Some(f) if f.is_finite() => f as u64,
-            _ => return Err(format!("cache_ttl_secs must be a finite number, got {n}")),
-        }
-    };
-    if secs > MAX_TTL_SECS {
-        return Err(format!(
-            "cache_ttl_secs must be <= {MAX_TTL_SECS}, got {secs}"
-        ));
-    }
-    Ok(Some(secs))
+    crate::parsed::cache_ttl_secs(body)
 }
 
 /// Configuration of the cache subsystem.

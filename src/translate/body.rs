@@ -121,6 +121,9 @@ pin_project! {
             // Created on the first poll, so constructing the body needs no runtime.
             #[pin]
             idle: Option<Sleep>,
+            // The total deadline, also armed on the first poll.
+            #[pin]
+            total: Option<Sleep>,
             state: Box<StreamState>,
         },
     }
@@ -133,6 +136,8 @@ struct StreamState {
     idle_timeout: Option<Duration>,
     /// When the upstream will have been quiet for `idle_timeout`.
     deadline: Option<Instant>,
+    /// The longest the whole stream may last, however lively the upstream.
+    max_duration: Option<Duration>,
     /// Nothing more will be produced: the upstream body is not polled again.
     done: bool,
 }
@@ -197,15 +202,53 @@ impl<B> TranslateBody<B> {
             kind: Kind::Stream {
                 body: Some(body),
                 idle: None,
+                total: None,
                 state: Box::new(StreamState {
                     translator,
                     out: BytesMut::new(),
                     idle_timeout,
                     deadline: None,
+                    max_duration: None,
                     done: false,
                 }),
             },
         }
+    }
+
+    /// Ends a translated stream with a `timeout_error` event once it has lasted `limit` in
+    /// total (from the first poll), even while the upstream keeps sending: its SSE comments
+    /// and events keep the idle timer alive, so this bounds a stream that never finishes.
+    /// No effect on the other kinds.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use futures_util::StreamExt;
+    /// use http_body::Frame;
+    /// use http_body_util::{BodyExt, StreamBody};
+    /// use tower_llm_bridge::translate::body::TranslateBody;
+    /// use tower_llm_bridge::translate::stream::{StreamConfig, StreamTranslator};
+    ///
+    /// // A keep-alive comment every second, forever.
+    /// let upstream = StreamBody::new(futures_util::stream::repeat(()).then(|()| async {
+    ///     tokio::time::sleep(Duration::from_secs(1)).await;
+    ///     Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b": keep-alive\n\n")))
+    /// }));
+    /// let translator = StreamTranslator::new(StreamConfig::new("claude-sonnet-4-5"));
+    /// let body = TranslateBody::stream(upstream, translator, Some(Duration::from_secs(5)))
+    ///     .max_duration(Some(Duration::from_secs(60)));
+    /// let bytes = body.collect().await.unwrap().to_bytes();
+    /// assert!(bytes.ends_with(b"\"message\":\"the stream lasted longer than 60 s\"}}\n\n"));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn max_duration(mut self, limit: Option<Duration>) -> Self {
+        if let Kind::Stream { state, .. } = &mut self.kind {
+            state.max_duration = limit;
+        }
+        self
     }
 
     /// For a translated stream, whether it is still going, completed (`message_stop` sent)
@@ -235,6 +278,7 @@ where
             KindProj::Stream {
                 mut body,
                 mut idle,
+                mut total,
                 state,
             } => {
                 if let (Some(timeout), None) = (state.idle_timeout, idle.as_ref().get_ref()) {
@@ -242,12 +286,35 @@ where
                     state.deadline = Some(deadline);
                     idle.set(Some(tokio::time::sleep_until(deadline)));
                 }
+                if let (Some(limit), None) = (state.max_duration, total.as_ref().get_ref()) {
+                    total.set(Some(tokio::time::sleep(limit)));
+                }
                 loop {
                     let upstream = match body.as_mut().as_pin_mut() {
                         Some(upstream) if !state.done => upstream,
                         _ => return Poll::Ready(None),
                     };
-                    match upstream.poll_frame(cx) {
+                    // Checked before every upstream poll: an upstream that is never
+                    // `Pending` (a fast endless stream) must not escape the deadline.
+                    let over = total
+                        .as_mut()
+                        .as_pin_mut()
+                        .is_some_and(|sleep| sleep.poll(cx).is_ready());
+                    let polled = if over {
+                        let limit = state.max_duration.unwrap_or_default();
+                        state.translator.fail(
+                            &ApiError::gateway_timeout(format!(
+                                "the stream lasted longer than {} s",
+                                limit.as_secs()
+                            )),
+                            &mut state.out,
+                        );
+                        None
+                    } else {
+                        Some(upstream.poll_frame(cx))
+                    };
+                    match polled.unwrap_or(Poll::Ready(None)) {
+                        _ if over => {}
                         Poll::Ready(Some(Ok(frame))) => {
                             if let Some(timeout) = state.idle_timeout {
                                 // Only a timestamp per frame: the timer itself is moved

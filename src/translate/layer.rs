@@ -30,6 +30,7 @@ pub(crate) struct Config {
     pub(crate) response_limit: usize,
     pub(crate) upstream_path: PathAndQuery,
     pub(crate) stream_idle_timeout: Option<Duration>,
+    pub(crate) stream_max_duration: Option<Duration>,
     pub(crate) wire: Wire,
 }
 
@@ -51,6 +52,7 @@ impl Default for Config {
             response_limit: DEFAULT_RESPONSE_LIMIT,
             upstream_path: PathAndQuery::from_static("/v1/chat/completions"),
             stream_idle_timeout: None,
+            stream_max_duration: None,
             wire: Wire::Chat,
         }
     }
@@ -147,6 +149,22 @@ impl AnthropicToOpenAiLayer {
     #[must_use]
     pub fn response_limit(mut self, bytes: usize) -> Self {
         self.config_mut().response_limit = bytes;
+        self
+    }
+
+    /// Ends a stream with a `timeout_error` event once it has lasted this long in total, even
+    /// while the upstream keeps sending (upstream SSE comments count as liveness for the idle
+    /// timeout, so an upstream sending only comments would otherwise hold it forever).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_llm_bridge::translate::AnthropicToOpenAiLayer;
+    /// let layer = AnthropicToOpenAiLayer::new().stream_max_duration(Duration::from_secs(3600));
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn stream_max_duration(mut self, limit: Duration) -> Self {
+        self.config_mut().stream_max_duration = Some(limit);
         self
     }
 
@@ -322,6 +340,22 @@ impl AnthropicToResponsesLayer {
     #[must_use]
     pub fn response_limit(mut self, bytes: usize) -> Self {
         self.config_mut().response_limit = bytes;
+        self
+    }
+
+    /// Ends a stream with a `timeout_error` event once it has lasted this long in total, even
+    /// while the upstream keeps sending (upstream SSE comments count as liveness for the idle
+    /// timeout, so an upstream sending only comments would otherwise hold it forever).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_llm_bridge::translate::AnthropicToResponsesLayer;
+    /// let layer = AnthropicToResponsesLayer::new().stream_max_duration(Duration::from_secs(3600));
+    /// # let _ = layer;
+    /// ```
+    #[must_use]
+    pub fn stream_max_duration(mut self, limit: Duration) -> Self {
+        self.config_mut().stream_max_duration = Some(limit);
         self
     }
 

@@ -20,7 +20,9 @@ use super::{chat, responses};
 use crate::BoxError;
 use crate::error::ApiError;
 use crate::ids::new_id;
-use crate::parsed::{CollectError, ParsedBody, collect_limited, collect_limited_idle};
+use crate::parsed::{
+    CollectError, ParsedBody, cache_ttl_secs, collect_limited, collect_limited_idle,
+};
 use crate::report::{ModelSlot, UsageSlot};
 
 /// The response header listing what a translation could not carry over.
@@ -181,6 +183,11 @@ where
             Err(err) => return Ok(error_response(err)),
         },
     };
+    // The cache's per-request setting: checked the same whether or not a cache is in front
+    // (the translated request never carries it upstream).
+    if let Err(message) = cache_ttl_secs(parsed.json()) {
+        return Ok(error_response(ApiError::invalid_request(message)));
+    }
     let translated = match config.wire {
         Wire::Chat => chat::request::translate_request(parsed.json(), &config.options),
         Wire::Responses => responses::request::translate_request(parsed.json(), &config.options),
@@ -235,6 +242,13 @@ where
         return Ok(error_response(err));
     }
 
+    if stream && let Some(err) = not_an_event_stream(&res_parts.headers) {
+        // Nothing has been sent yet: an honest status beats a 200 with an error event. The
+        // body is drained (bounded) so the connection can be reused.
+        let _ = read_upstream_body(res_body, ERROR_BODY_LIMIT, config.stream_idle_timeout).await;
+        tracing::info!(%err, "upstream answered a stream request without an event stream");
+        return Ok(error_response(err));
+    }
     if stream {
         let mut stream_config = StreamConfig::new(client_model);
         stream_config.stop_sequences = stop_sequences;
@@ -250,7 +264,8 @@ where
                 ResponsesStreamTranslator::new(stream_config),
                 config.stream_idle_timeout,
             ),
-        };
+        }
+        .max_duration(config.stream_max_duration);
         let mut res = Response::new(body);
         let headers = res.headers_mut();
         headers.insert(
@@ -293,6 +308,30 @@ where
         }
         Err(err) => Ok(error_response(err)),
     }
+}
+
+/// `502` when a successful answer to a stream request declares a type other than
+/// `text/event-stream` (an HTML page, a JSON completion from a backend that ignored
+/// `stream`). An answer without a type is given the benefit of the doubt: the stream
+/// translator turns what is not SSE into an error event.
+fn not_an_event_stream(headers: &HeaderMap) -> Option<ApiError> {
+    let value = headers.get(header::CONTENT_TYPE)?;
+    let essence = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    (essence != "text/event-stream").then(|| {
+        ApiError::bad_gateway(format!(
+            "the upstream answered a streaming request with {}, not an event stream",
+            if essence.is_empty() {
+                "an unreadable content type"
+            } else {
+                &essence
+            }
+        ))
+    })
 }
 
 /// Reads a whole upstream body of at most `limit` bytes. With `idle` set, an upstream that
