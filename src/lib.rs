@@ -5,10 +5,12 @@
 //! | module | what it gives you |
 //! |---|---|
 //! | [`translate`] | `AnthropicToOpenAiLayer`: `POST /v1/messages` (JSON and SSE streaming, tools, images, thinking, stop sequences, usage, errors) served from `POST /v1/chat/completions` |
-//! | [`cache`] | `ResponseCacheLayer`: answers repeated requests from a cache keyed by SHA-256 of a canonical form of the request, scoped per backend and caller; `MemoryCache` (moka), `RedisCache`, `TieredCache` |
+//! | [`cache`] | `ResponseCacheLayer`: answers repeated requests, JSON or streamed, from a cache keyed by SHA-256 of a canonical form of the request, scoped per backend and caller; concurrent identical streams share one upstream call; `MemoryCache` (moka), `RedisCache`, `TieredCache` |
 //! | [`metrics`] | `MetricsLayer`: requests, latency, time to first token, tokens, cache results and backend calls through the `metrics` facade |
 //! | [`sse`] | the sans-IO Server-Sent Events decoder and encoder the stream translation is built on |
+//! | [`origin`] | `OriginGuardLayer`: an `Origin` allow-list, a `Host` check against DNS rebinding, CORS preflights for allowed origins |
 //! | [`parsed`] | the request body, parsed once and shared between layers |
+//! | [`passthrough`] | `AnthropicPassthroughLayer`: an Anthropic-speaking backend behind the same stack, only the model swapped (JSON and SSE) |
 //! | [`route`] | `Route`: model → ordered backends, fallback before the first byte, cool-down |
 //! | [`report`] | what inner layers tell outer ones (token usage, backends tried) through extensions |
 //! | [`error`] | Anthropic- and OpenAI-shaped error responses |
@@ -73,6 +75,7 @@
 
 pub mod error;
 mod ids;
+pub mod origin;
 pub mod parsed;
 pub mod report;
 pub mod route;
@@ -82,6 +85,9 @@ pub mod cache;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 #[cfg(feature = "translate")]
+pub mod passthrough;
+// The cache records and replays event streams with the same sans-IO decoder/encoder.
+#[cfg(any(feature = "translate", feature = "cache"))]
 pub mod sse;
 #[cfg(feature = "translate")]
 pub mod translate;

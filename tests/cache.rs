@@ -724,21 +724,30 @@ async fn no_store_and_no_cache() {
 }
 
 #[tokio::test]
-async fn streaming_and_zero_ttl_bypass() {
+async fn zero_ttl_bypasses_and_streams_bypass_when_stream_caching_is_off() {
     let up = Upstream::ok();
     let svc = ServiceBuilder::new().layer(cache()).service(up.service());
-    for body in [
-        r#"{"model":"m","stream":true,"messages":[]}"#,
-        r#"{"model":"m","cache_ttl_secs":0,"messages":[]}"#,
-    ] {
-        assert_eq!(send(&svc, messages(body)).await.x_cache(), "BYPASS");
-        assert_eq!(send(&svc, messages(body)).await.x_cache(), "BYPASS");
-    }
+    let zero = r#"{"model":"m","cache_ttl_secs":0,"messages":[]}"#;
+    assert_eq!(send(&svc, messages(zero)).await.x_cache(), "BYPASS");
+    assert_eq!(send(&svc, messages(zero)).await.x_cache(), "BYPASS");
+    // A streaming request answered with something that is not a stream: passed on, not
+    // stored (tests/cache_stream.rs covers real streams).
+    let stream = r#"{"model":"m","stream":true,"messages":[]}"#;
+    assert_eq!(send(&svc, messages(stream)).await.x_cache(), "MISS");
+    assert_eq!(send(&svc, messages(stream)).await.x_cache(), "MISS");
     // `"stream": false` is an ordinary request.
     let body = r#"{"model":"m","stream":false,"messages":[]}"#;
     assert_eq!(send(&svc, messages(body)).await.x_cache(), "MISS");
     assert_eq!(send(&svc, messages(body)).await.x_cache(), "HIT");
     assert_eq!(up.calls(), 5);
+
+    // With stream caching off, streaming requests bypass the cache as they used to.
+    let off = ServiceBuilder::new()
+        .layer(cache().cache_streams(false))
+        .service(up.service());
+    assert_eq!(send(&off, messages(stream)).await.x_cache(), "BYPASS");
+    assert_eq!(send(&off, messages(stream)).await.x_cache(), "BYPASS");
+    assert_eq!(up.calls(), 7);
 }
 
 #[tokio::test]

@@ -29,7 +29,7 @@ async fn each_request_is_parsed_once() {
             },
         );
 
-    let cases: [(&str, &[u8], &str); 4] = [
+    let cases: [(&str, &[u8], &str); 5] = [
         ("/v1/messages", br#"{"model":"m","messages":[]}"#, "MISS"),
         ("/v1/messages", br#"{"model":"m","messages":[]}"#, "HIT"),
         // Stripping cache_ttl_secs re-serializes the JSON; it does not parse again.
@@ -38,7 +38,17 @@ async fn each_request_is_parsed_once() {
             br#"{"model":"m","cache_ttl_secs":60}"#,
             "MISS",
         ),
-        ("/v1/messages", br#"{"model":"m","stream":true}"#, "BYPASS"),
+        // A streaming request served (rendered) from the stored answer.
+        (
+            "/v1/messages",
+            br#"{"model":"m","messages":[],"stream":true}"#,
+            "HIT",
+        ),
+        (
+            "/v1/messages",
+            br#"{"model":"m","cache_ttl_secs":0}"#,
+            "BYPASS",
+        ),
     ];
     for (uri, body, expected) in cases {
         let before = ParsedBody::parse_count();

@@ -39,6 +39,10 @@ enum Send {
 enum Expect {
     /// An Anthropic error with this status and type; the upstream is not called.
     Anthropic(u16, &'static str),
+    /// An Anthropic error with this status and type whose message starts with this text.
+    Says(u16, &'static str, String),
+    /// A `200` token count from `count_tokens` (no upstream call).
+    Tokens,
     /// An OpenAI-shaped error with this status (the `/v1/chat/completions` route).
     OpenAi(u16),
     /// A plain status from the HTTP layer (hyper answers framing errors itself), then a
@@ -393,6 +397,135 @@ fn hostile_cases() -> Vec<Case> {
             assert_eq!(depth, 60, "the schema is forwarded whole");
         })),
     ));
+    // Deep JSON up to MAX_JSON_DEPTH (512) is accepted (serde_json alone stops at 128); one
+    // level more is a 400. The top-level object, `tools`, the tool and its schema are 4 levels.
+    let nested = |levels: usize| {
+        let mut value = json!(1);
+        for _ in 0..levels {
+            value = json!([value]);
+        }
+        value
+    };
+    let mut schema = json!({"type": "object"});
+    for _ in 0..250 {
+        schema = json!({"type": "object", "properties": {"x": schema}});
+    }
+    cases.push(case(
+        "tool schema nested 503 deep (past serde_json's 128)",
+        Send::Json(with(
+            "/tools",
+            json!([{"name": "deep", "input_schema": schema}]),
+        )),
+        Expect::Works(Box::new(|seen| {
+            let mut depth = 0;
+            let mut node = &seen.body["tools"][0]["function"]["parameters"];
+            while let Some(next) = node.get("properties").and_then(|p| p.get("x")) {
+                node = next;
+                depth += 1;
+            }
+            assert_eq!(depth, 250, "the schema is forwarded whole");
+        })),
+    ));
+    let at_limit = with(
+        "/tools",
+        json!([{"name": "deep", "input_schema": {"type": "object", "default": nested(508)}}]),
+    );
+    cases.push(case(
+        "JSON nested exactly 512 deep",
+        Send::Json(at_limit.clone()),
+        Expect::Works(Box::new(|seen| {
+            let mut node = &seen.body["tools"][0]["function"]["parameters"]["default"];
+            let mut depth = 0;
+            while let Some(inner) = node.get(0) {
+                node = inner;
+                depth += 1;
+            }
+            assert_eq!(depth, 508);
+        })),
+    ));
+    let past_limit = with(
+        "/tools",
+        json!([{"name": "deep", "input_schema": {"type": "object", "default": nested(509)}}]),
+    );
+    cases.push(case(
+        "JSON nested 513 deep",
+        Send::Json(past_limit.clone()),
+        Expect::Says(
+            400,
+            "invalid_request_error",
+            "request body is not valid JSON: nesting deeper than 512 levels".into(),
+        ),
+    ));
+    cases.push(Case {
+        name: "count_tokens: JSON nested exactly 512 deep".into(),
+        path: "/v1/messages/count_tokens",
+        send: Send::Json(at_limit),
+        expect: Expect::Tokens,
+    });
+    cases.push(Case {
+        name: "count_tokens: JSON nested 513 deep".into(),
+        path: "/v1/messages/count_tokens",
+        send: Send::Json(past_limit),
+        expect: Expect::Says(
+            400,
+            "invalid_request_error",
+            "invalid JSON body: nesting deeper than 512 levels".into(),
+        ),
+    });
+    // Block types: one Anthropic does not know is a 400 naming the field (as Anthropic
+    // answers); known ones an OpenAI backend cannot take degrade.
+    let bogus = content(json!([{"type": "text", "text": "hi"}, {"type": "bogus"}]));
+    cases.push(case(
+        "content block of a type Anthropic does not know",
+        Send::Json(bogus.clone()),
+        Expect::Says(
+            400,
+            "invalid_request_error",
+            "messages.0.content.1.type: Input tag 'bogus' found using 'type' does not match any of the expected tags: 'text', 'image'".into(),
+        ),
+    ));
+    cases.push(Case {
+        name: "count_tokens: content block of a type Anthropic does not know".into(),
+        path: "/v1/messages/count_tokens",
+        send: Send::Json(bogus),
+        expect: Expect::Says(
+            400,
+            "invalid_request_error",
+            "messages.0.content.1.type: Input tag 'bogus'".into(),
+        ),
+    });
+    cases.push(case(
+        "thinking block inside a tool_result",
+        Send::Json(json!({"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                "content": [{"type": "thinking", "thinking": "x", "signature": ""}]}]}
+        ]})),
+        Expect::Says(
+            400,
+            "invalid_request_error",
+            "messages.2.content.0.content.0.type: Input tag 'thinking'".into(),
+        ),
+    ));
+    cases.push(case(
+        "known blocks OpenAI cannot take (search_result, server tool blocks, container_upload)",
+        Send::Json(json!({"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": [
+            {"role": "user", "content": [
+                {"type": "search_result", "source": "s", "title": "t", "content": [{"type": "text", "text": "r"}]},
+                {"type": "container_upload", "file_id": "f"},
+                {"type": "text", "text": "use it"}]},
+            {"role": "assistant", "content": [
+                {"type": "server_tool_use", "id": "s1", "name": "web_search", "input": {}},
+                {"type": "web_search_tool_result", "tool_use_id": "s1", "content": []},
+                {"type": "text", "text": "ok"}]},
+            {"role": "user", "content": "more"}
+        ]})),
+        Expect::Works(Box::new(|seen| {
+            assert_eq!(seen.body["messages"][0]["content"], "use it");
+            assert_eq!(seen.body["messages"][1]["content"], "ok");
+        })),
+    ));
     cases.extend(wrong_type_cases());
 
     // Odd but valid: each goes upstream once.
@@ -734,6 +867,28 @@ async fn run_case(proxy: &Running, mock: &MockUpstream, case: Case) -> String {
                 .collect::<String>();
             format!("{status} {kind}: {message}")
         }
+        Expect::Says(status, kind, prefix) => {
+            let answer = answer.unwrap_or_else(|| panic!("{name}: no answer"));
+            assert_anthropic_error(&answer, status, kind);
+            let message = answer.json()["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(message.starts_with(&prefix), "{name}: {message}");
+            let shown: String = message.chars().take(70).collect();
+            format!("{status} {kind}: {shown}")
+        }
+        Expect::Tokens => {
+            let answer = answer.unwrap_or_else(|| panic!("{name}: no answer"));
+            assert_eq!(answer.status, 200, "{name}: {}", answer.text());
+            assert!(
+                answer.json()["input_tokens"]
+                    .as_u64()
+                    .is_some_and(|n| n > 0),
+                "{name}"
+            );
+            "200 input_tokens".to_owned()
+        }
         Expect::OpenAi(status) => {
             let answer = answer.unwrap_or_else(|| panic!("{name}: no answer"));
             assert_eq!(answer.status, status, "{name}: {}", answer.text());
@@ -906,7 +1061,12 @@ async fn a_20_mb_string_works_under_a_raised_limit() {
 #[tokio::test]
 async fn a_body_sent_one_byte_per_second_times_out_with_408_and_a_close() {
     let mock = MockUpstream::start().await;
-    let proxy = start_for(&mock, &[("BODY_READ_TIMEOUT_SECS", "1")]).await;
+    // The minimum rate (16 KiB/s by default) counts after a 1 s grace period here.
+    let proxy = start_for(
+        &mock,
+        &[("BODY_GRACE_SECS", "1"), ("BODY_FIRST_BYTE_SECS", "1")],
+    )
+    .await;
     let body = base().to_string().into_bytes();
     // The chunked case must drip a well-formed chunked body: raw JSON bytes would be an
     // invalid chunk size (a 400 racing the 408 timer).
@@ -1002,7 +1162,11 @@ async fn a_body_sent_one_byte_per_second_times_out_with_408_and_a_close() {
 #[tokio::test]
 async fn a_stalled_http2_body_times_out_with_408() {
     let mock = MockUpstream::start().await;
-    let proxy = start_for(&mock, &[("BODY_READ_TIMEOUT_SECS", "1")]).await;
+    let proxy = start_for(
+        &mock,
+        &[("BODY_GRACE_SECS", "1"), ("BODY_FIRST_BYTE_SECS", "1")],
+    )
+    .await;
     let h2: hyper_util::client::legacy::Client<_, ClientBody> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
@@ -1029,12 +1193,169 @@ async fn a_stalled_http2_body_times_out_with_408() {
 }
 
 #[tokio::test]
-async fn the_body_timeout_can_be_switched_off() {
+async fn body_rate_settings_and_their_defaults() {
     let mock = MockUpstream::start().await;
-    let config = config_for(&mock, &[("BODY_READ_TIMEOUT_SECS", "0")]);
-    assert_eq!(config.body_read_timeout, None);
     let config = config_for(&mock, &[]);
     assert_eq!(config.body_read_timeout, Some(Duration::from_secs(30)));
+    let rate = config.body_rate;
+    assert_eq!(rate.get_first_byte(), Duration::from_secs(10));
+    assert_eq!(rate.get_grace(), Duration::from_secs(10));
+    assert_eq!(rate.get_min_bytes_per_sec(), 16 * 1024);
+    assert_eq!(rate.get_max_gap(), Some(Duration::from_secs(30)));
+    let config = config_for(
+        &mock,
+        &[
+            ("BODY_READ_TIMEOUT_SECS", "0"),
+            ("BODY_MIN_RATE", "0"),
+            ("BODY_FIRST_BYTE_SECS", "3"),
+            ("BODY_GRACE_SECS", "0"),
+        ],
+    );
+    assert_eq!(config.body_read_timeout, None);
+    assert_eq!(config.body_rate.get_max_gap(), None);
+    assert_eq!(config.body_rate.get_min_bytes_per_sec(), 0);
+    assert_eq!(config.body_rate.get_first_byte(), Duration::from_secs(3));
+    assert_eq!(config.body_rate.get_grace(), Duration::ZERO);
+    assert_eq!(
+        config_for(&mock, &[("BODY_MIN_RATE", "1MiB")])
+            .body_rate
+            .get_min_bytes_per_sec(),
+        1 << 20
+    );
+}
+
+/// `BODY_READ_TIMEOUT_SECS` is the longest pause inside a body: a fast start does not buy a
+/// long stall, even with no minimum rate.
+#[tokio::test]
+async fn a_body_that_stalls_after_a_fast_start_times_out_after_the_longest_pause() {
+    let mock = MockUpstream::start().await;
+    let proxy = start_for(
+        &mock,
+        &[("BODY_READ_TIMEOUT_SECS", "1"), ("BODY_MIN_RATE", "0")],
+    )
+    .await;
+    let body = base().to_string().into_bytes();
+    let head = post_head(
+        "/v1/messages",
+        &[
+            "content-type: application/json",
+            &format!("content-length: {}", body.len() + 10),
+        ],
+    );
+    let raw = raw_exchange(
+        proxy.addr,
+        &head,
+        BodyPlan::Bytes(body),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_anthropic_error(&raw.answer(), 408, "invalid_request_error");
+    assert!(
+        raw.elapsed >= Duration::from_millis(900) && raw.elapsed < Duration::from_secs(3),
+        "{:?}",
+        raw.elapsed
+    );
+    assert_eq!(mock.calls(), 0);
+}
+
+/// With the default numbers (10 s to begin, 10 s of grace, 16 KiB/s): a 1 byte/s trickle
+/// and an endless chunked body at 4 KiB/s are answered 408 within 15 s, while a 2 MB upload at
+/// 200 KB/s, running at the same time, arrives whole. (32 MiB at 1 MB/s would take 33 s of
+/// test time: `parsed`'s unit tests run it on tokio's paused clock.)
+#[tokio::test]
+async fn with_the_default_rate_a_trickle_fails_and_a_steady_upload_passes() {
+    let mock = MockUpstream::start().await;
+    let proxy = start_for(&mock, &[]).await;
+    let trickle = base().to_string().into_bytes();
+    let trickle_head = post_head(
+        "/v1/messages",
+        &[
+            "content-type: application/json",
+            &format!("content-length: {}", trickle.len()),
+        ],
+    );
+    let trickle = raw_exchange(
+        proxy.addr,
+        &trickle_head,
+        BodyPlan::Drip {
+            bytes: trickle,
+            every: Duration::from_secs(1),
+        },
+        Duration::from_secs(20),
+    );
+    // Chunks of 1 KiB of JSON whitespace, never the end: 4 KiB/s.
+    let mut endless = Vec::new();
+    for _ in 0..200 {
+        endless.extend_from_slice(b"400\r\n");
+        endless.extend_from_slice(&[b' '; 1024]);
+        endless.extend_from_slice(b"\r\n");
+    }
+    let endless_head = post_head(
+        "/v1/messages",
+        &[
+            "content-type: application/json",
+            "transfer-encoding: chunked",
+        ],
+    );
+    let endless = raw_exchange(
+        proxy.addr,
+        &endless_head,
+        BodyPlan::Paced {
+            bytes: endless,
+            chunk: 1029,
+            every: Duration::from_millis(250),
+        },
+        Duration::from_secs(20),
+    );
+    let big = anthropic_request(&"s".repeat(2_000_000))
+        .to_string()
+        .into_bytes();
+    let len = big.len();
+    let steady_head = post_head(
+        "/v1/messages",
+        &[
+            "content-type: application/json",
+            &format!("content-length: {len}"),
+        ],
+    );
+    let steady = raw_exchange(
+        proxy.addr,
+        &steady_head,
+        BodyPlan::Paced {
+            bytes: big,
+            chunk: 20_000,
+            every: Duration::from_millis(100),
+        },
+        Duration::from_secs(25),
+    );
+    let (trickle, endless, steady) = tokio::join!(trickle, endless, steady);
+    for (name, raw) in [("trickle", &trickle), ("endless", &endless)] {
+        assert_anthropic_error(&raw.answer(), 408, "invalid_request_error");
+        assert!(
+            raw.elapsed >= Duration::from_millis(9_500) && raw.elapsed < Duration::from_secs(15),
+            "{name}: {:?}",
+            raw.elapsed
+        );
+        assert_eq!(raw.header("connection"), Some("close"), "{name}");
+    }
+    assert_eq!(
+        steady.status,
+        Some(200),
+        "{}",
+        String::from_utf8_lossy(&steady.body)
+    );
+    assert!(
+        steady.elapsed >= Duration::from_secs(9),
+        "{:?}",
+        steady.elapsed
+    );
+    assert_eq!(mock.calls(), 1);
+    assert_eq!(
+        mock.last_request().body["messages"][0]["content"]
+            .as_str()
+            .map(str::len),
+        Some(2_000_000)
+    );
 }
 
 /// A connection that sends nothing, half an HTTP/2 preface, or goes quiet after a request is
@@ -1087,4 +1408,70 @@ async fn idle_connections_are_closed_by_the_header_read_timeout() {
     )
     .await;
     assert_eq!(ok.status, 200);
+}
+
+/// `cache_ttl_secs` is the cache's own setting: with the cache switched off it is still
+/// validated (the same 400s), and it never reaches a backend, on either LLM route.
+#[tokio::test]
+async fn cache_ttl_secs_is_checked_and_never_forwarded_with_the_cache_off() {
+    let mock = MockUpstream::start().await;
+    let proxy = start_for(&mock, &[("CACHE_ENABLED", "false")]).await;
+    let openai = |ttl: Value| {
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
+               "cache_ttl_secs": ttl})
+    };
+    let anthropic = |ttl: Value| {
+        let mut request = base();
+        request["cache_ttl_secs"] = ttl;
+        request
+    };
+    for ttl in [
+        json!("60"),
+        json!(-1),
+        json!(86_401),
+        json!(true),
+        json!([60]),
+    ] {
+        let answer = post_json(&proxy.url("/v1/messages"), &[], &anthropic(ttl.clone())).await;
+        assert_anthropic_error(&answer, 400, "invalid_request_error");
+        assert!(
+            answer.text().contains("cache_ttl_secs"),
+            "{}",
+            answer.text()
+        );
+        let answer = post_json(
+            &proxy.url("/v1/chat/completions"),
+            &[],
+            &openai(ttl.clone()),
+        )
+        .await;
+        assert_eq!(answer.status, 400, "{ttl}: {}", answer.text());
+        let body = answer.json();
+        assert!(body.get("type").is_none(), "OpenAI shape: {body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("cache_ttl_secs")),
+            "{body}"
+        );
+    }
+    assert_eq!(mock.calls(), 0, "no invalid TTL reached the upstream");
+    for (path, request) in [
+        ("/v1/chat/completions", openai(json!(60))),
+        ("/v1/messages", anthropic(json!(0))),
+    ] {
+        let answer = post_json(&proxy.url(path), &[], &request).await;
+        assert_eq!(answer.status, 200, "{path}: {}", answer.text());
+        let seen = mock.last_request();
+        assert!(
+            seen.body.get("cache_ttl_secs").is_none(),
+            "{path}: {}",
+            seen.body
+        );
+        assert!(
+            !String::from_utf8_lossy(&seen.raw).contains("cache_ttl_secs"),
+            "{path}"
+        );
+    }
+    assert_eq!(mock.calls(), 2);
 }

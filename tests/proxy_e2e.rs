@@ -430,22 +430,34 @@ async fn upstream_base_url_path_and_query_are_honoured() {
 #[tokio::test]
 async fn clients_cannot_choose_the_upstream_host() {
     let mock = MockUpstream::start().await;
-    let proxy = start_for(&mock, &[]).await;
     // An absolute-form request target naming another host, as a forward proxy would take it.
     let body = openai_request("absolute form").to_string();
-    let request = format!(
-        "POST http://169.254.169.254/v1/chat/completions HTTP/1.1\r\nhost: 169.254.169.254\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
-        .await
-        .expect("in time")
-        .expect("read");
-    let response = String::from_utf8_lossy(&response);
+    let send = |addr, auth: &'static str| {
+        let request = format!(
+            "POST http://169.254.169.254/v1/chat/completions HTTP/1.1\r\nhost: 169.254.169.254\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{auth}\r\n{body}",
+            body.len()
+        );
+        async move {
+            let mut stream = TcpStream::connect(addr).await.expect("connect");
+            stream.write_all(request.as_bytes()).await.expect("write");
+            let mut response = Vec::new();
+            tokio::time::timeout(WAIT, stream.read_to_end(&mut response))
+                .await
+                .expect("in time")
+                .expect("read");
+            String::from_utf8_lossy(&response).into_owned()
+        }
+    };
+    // Without proxy keys, a host that is not loopback or allowed is refused outright (DNS
+    // rebinding protection).
+    let open = start_for(&mock, &[]).await;
+    let response = send(open.addr, "").await;
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    assert_eq!(mock.calls(), 0);
+    // With keys, the request is served, and still goes to the configured upstream only.
+    let keyed = start_for(&mock, &[("PROXY_API_KEYS", "k1")]).await;
+    let response = send(keyed.addr, "x-api-key: k1\r\n").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let seen = mock.last_request();
     assert_eq!(seen.path, "/v1/chat/completions");
@@ -1665,4 +1677,147 @@ async fn a_redis_outage_is_not_a_client_error() {
     assert_eq!(health.status, 200);
     assert_eq!(health.json()["status"], "ok");
     assert_eq!(health.json()["redis"], "down");
+}
+
+/// The final message an SDK would build from an answer: the JSON, or the accumulated stream.
+fn final_message(answer: &Answer) -> Value {
+    use tower_llm_bridge::cache::{AnthropicMessages, StreamCodec};
+    if answer
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/event-stream"))
+    {
+        let mut acc = AnthropicMessages.accumulator();
+        acc.push(answer.text().as_bytes()).expect("a valid stream");
+        serde_json::from_slice(&acc.finish().expect("a complete stream")).expect("json")
+    } else {
+        answer.json()
+    }
+}
+
+fn streamed(request: &Value) -> Value {
+    let mut request = request.clone();
+    request["stream"] = json!(true);
+    request
+}
+
+#[tokio::test]
+async fn streamed_answers_are_cached_and_replayed_in_both_modes() {
+    let mock = MockUpstream::start().await;
+    mock.set_default(
+        Reply::sse(text_stream(&["Bon", "jour", " !"], "stop", (9, 3)))
+            .delay_each(Duration::from_millis(5)),
+    );
+    let proxy = start_for(&mock, &[]).await;
+    let request = anthropic_request("stream me, then replay me");
+    let key = [("x-api-key", "alice-key")];
+    let first = post_json(&proxy.url("/v1/messages"), &key, &streamed(&request)).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    let second = post_json(&proxy.url("/v1/messages"), &key, &streamed(&request)).await;
+    assert_eq!(second.header("x-cache"), Some("HIT"));
+    assert!(second.header("age").is_some());
+    assert_eq!(second.header("content-type"), Some("text/event-stream"));
+    let json = post_json(&proxy.url("/v1/messages"), &key, &request).await;
+    assert_eq!(json.header("x-cache"), Some("HIT"));
+    assert_eq!(json.header("content-type"), Some("application/json"));
+    let (a, b, c) = (
+        final_message(&first),
+        final_message(&second),
+        final_message(&json),
+    );
+    assert_eq!(a["content"], json!([{"type": "text", "text": "Bonjour !"}]));
+    for other in [&b, &c] {
+        for field in ["content", "stop_reason", "stop_sequence", "usage", "model"] {
+            assert_eq!(other[field], a[field], "{field}");
+        }
+    }
+    assert_eq!(a["usage"]["output_tokens"], 3);
+    assert_eq!(mock.calls(), 1, "one upstream call for three answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_streams_share_one_upstream_stream_through_real_sockets() {
+    let mock = MockUpstream::start().await;
+    let parts: Vec<String> = (0..30).map(|i| format!("w{i} ")).collect();
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    mock.set_default(
+        Reply::sse(text_stream(&parts, "stop", (9, 30))).delay_each(Duration::from_millis(10)),
+    );
+    let proxy = start_for(&mock, &[]).await;
+    let request = streamed(&anthropic_request("shared live"));
+    let url = proxy.url("/v1/messages");
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, request) = (url.clone(), request.clone());
+            tokio::spawn(async move { post_json(&url, &[("x-api-key", "k")], &request).await })
+        })
+        .collect();
+    let mut texts = Vec::new();
+    let mut caches = Vec::new();
+    for client in clients {
+        let answer = client.await.expect("client");
+        assert_eq!(answer.status, 200);
+        caches.push(answer.header("x-cache").unwrap_or_default().to_owned());
+        texts.push(answer.text());
+    }
+    caches.sort();
+    assert_eq!(
+        caches.iter().filter(|c| *c == "MISS").count(),
+        1,
+        "{caches:?}"
+    );
+    assert!(
+        caches.iter().all(|c| c == "MISS" || c == "HIT"),
+        "{caches:?}"
+    );
+    assert!(
+        texts.iter().all(|t| t == &texts[0]),
+        "every client got the same bytes"
+    );
+    assert_eq!(mock.calls(), 1);
+}
+
+#[tokio::test]
+async fn two_proxies_share_streamed_answers_through_one_redis() {
+    let Some(redis) = common_redis::TestRedis::get("two_proxies_share_streamed_answers") else {
+        return;
+    };
+    let mock = MockUpstream::start().await;
+    mock.set_default(Reply::sse(text_stream(&["sha", "red"], "stop", (4, 2))));
+    let env = [("REDIS_URL", redis.url.as_str())];
+    let a = start_for(&mock, &env).await;
+    let b = start_for(&mock, &env).await;
+    let request = anthropic_request(&format!("streamed across replicas {}", std::process::id()));
+    let key = [("x-api-key", "k")];
+    let through_a = post_json(&a.url("/v1/messages"), &key, &streamed(&request)).await;
+    assert_eq!(through_a.header("x-cache"), Some("MISS"));
+    // The write to Redis finishes in the background: wait for B to see it (bounded).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let through_b = loop {
+        let answer = post_json(&b.url("/v1/messages"), &key, &streamed(&request)).await;
+        if answer.header("x-cache") == Some("HIT") || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        through_b.header("x-cache"),
+        Some("HIT"),
+        "B streams it from Redis"
+    );
+    assert_eq!(through_b.header("content-type"), Some("text/event-stream"));
+    let json_b = post_json(&b.url("/v1/messages"), &key, &request).await;
+    assert_eq!(json_b.header("x-cache"), Some("HIT"));
+    let (a_msg, b_msg, json_msg) = (
+        final_message(&through_a),
+        final_message(&through_b),
+        final_message(&json_b),
+    );
+    assert_eq!(a_msg["content"][0]["text"], "shared");
+    for other in [&b_msg, &json_msg] {
+        for field in ["content", "stop_reason", "usage"] {
+            assert_eq!(other[field], a_msg[field], "{field}");
+        }
+    }
+    assert_eq!(mock.calls(), 1, "the upstream was called exactly once");
 }

@@ -573,3 +573,135 @@ async fn connect_rejects_bad_urls_and_options_without_leaking_credentials() {
     .unwrap();
     assert!(!format!("{cache:?}").contains("hunter2"));
 }
+
+/// A request through a `ResponseCacheLayer` on `backend`, body read to its end.
+async fn through_layer<B: CacheBackend>(
+    layer: &tower_llm_bridge::cache::ResponseCacheLayer<B>,
+    calls: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    body: &serde_json::Value,
+) -> (String, String, Bytes) {
+    use http_body_util::{BodyExt, Either, Full};
+    use tower::{ServiceBuilder, ServiceExt};
+    let calls = std::sync::Arc::clone(calls);
+    let svc = ServiceBuilder::new().layer(layer.clone()).service_fn(
+        move |_req: http::Request<Either<Full<Bytes>, Full<Bytes>>>| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .header("content-type", "text/event-stream")
+                        .body(Full::new(Bytes::from_static(STREAM)))
+                        .unwrap(),
+                )
+            }
+        },
+    );
+    let req = http::Request::post("/v1/messages")
+        .header("x-api-key", "sk-redis-stream")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let res = svc.oneshot(req).await.unwrap();
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let (x_cache, content_type) = (header("x-cache"), header("content-type"));
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (x_cache, content_type, bytes)
+}
+
+const STREAM: &[u8] = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"m\",\"content\":[],\"stop_reason\":null,\"stop_sequence\":null,\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n\
+event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"from a stream\"}}\n\n\
+event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":4}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+fn accumulated(stream: &[u8]) -> serde_json::Value {
+    use tower_llm_bridge::cache::{AnthropicMessages, StreamCodec};
+    let mut acc = AnthropicMessages.accumulator();
+    acc.push(stream).unwrap();
+    serde_json::from_slice(&acc.finish().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn streamed_answers_are_shared_by_replicas_and_version_1_values_serve_streams() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower_llm_bridge::cache::{
+        CacheNamespace, CacheScope, CallerIdentity, ResponseCacheLayer, cache_key_for_request,
+    };
+    let Some(redis) = TestRedis::get("streamed_answers_in_redis") else {
+        return;
+    };
+    let prefix = unique_prefix("streams");
+    let replica_a = ResponseCacheLayer::new(cache(&redis.url, &prefix).await);
+    let replica_b = ResponseCacheLayer::new(cache(&redis.url, &prefix).await);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let request = serde_json::json!({"model": "m", "max_tokens": 9, "stream": true,
+        "messages": [{"role": "user", "content": "shared stream"}]});
+
+    // A records a stream; B answers it from Redis, as a stream and as JSON.
+    let (x, _, recorded) = through_layer(&replica_a, &calls, &request).await;
+    assert_eq!((x.as_str(), &recorded[..]), ("MISS", STREAM));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (x, content_type, replayed) = loop {
+        let answer = through_layer(&replica_b, &calls, &request).await;
+        if answer.0 == "HIT" || Instant::now() > deadline {
+            break answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (x.as_str(), content_type.as_str()),
+        ("HIT", "text/event-stream")
+    );
+    assert_eq!(accumulated(&replayed), accumulated(STREAM));
+    let mut json_request = request.clone();
+    json_request["stream"] = serde_json::json!(false);
+    let (x, content_type, json) = through_layer(&replica_b, &calls, &json_request).await;
+    assert_eq!(
+        (x.as_str(), content_type.as_str()),
+        ("HIT", "application/json")
+    );
+    let json: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(json, accumulated(STREAM));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // A value in the version-1 layout, written byte by byte as the previous release wrote
+    // its JSON answers, serves a streaming request: stored streams need no new format.
+    let other = serde_json::json!({"model": "m", "max_tokens": 9, "stream": true,
+        "messages": [{"role": "user", "content": "written by the previous release"}]});
+    let identity = CallerIdentity::from_credential("sk-redis-stream");
+    let scope = CacheScope {
+        backend_name: "default",
+        auth_identity: identity.as_str(),
+    };
+    let key = cache_key_for_request(&other, CacheNamespace::Anthropic, &scope);
+    let answer = br#"{"id":"msg_v1","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"old"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":1,"output_tokens":1}}"#;
+    let mut v1 = b"TLB\x01".to_vec();
+    v1.extend_from_slice(&200u16.to_be_bytes());
+    v1.extend_from_slice(&0u64.to_be_bytes()); // stored at: the epoch (an old entry)
+    v1.extend_from_slice(&1u32.to_be_bytes());
+    v1.extend_from_slice(b"m");
+    v1.extend_from_slice(&1u32.to_be_bytes());
+    for field in [&b"content-type"[..], b"application/json"] {
+        v1.extend_from_slice(&u32::try_from(field.len()).unwrap().to_be_bytes());
+        v1.extend_from_slice(field);
+    }
+    v1.extend_from_slice(&u32::try_from(answer.len()).unwrap().to_be_bytes());
+    v1.extend_from_slice(answer);
+    let mut conn = raw(&redis.url).await;
+    let _: () = conn.set_ex(format!("{prefix}{key}"), v1, 60).await.unwrap();
+    let (x, content_type, stream) = through_layer(&replica_b, &calls, &other).await;
+    assert_eq!(
+        (x.as_str(), content_type.as_str()),
+        ("HIT", "text/event-stream")
+    );
+    let message = accumulated(&stream);
+    assert_eq!(message["content"][0]["text"], "old");
+    assert_eq!(message["usage"]["output_tokens"], 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

@@ -372,7 +372,22 @@ async fn raw_request(proxy: &Running, request: &str) -> String {
 #[tokio::test]
 async fn clients_cannot_choose_the_upstream() {
     let mock = MockUpstream::start().await;
-    let proxy = start_for(&mock, &[]).await;
+    // Without proxy keys, a foreign Host is refused before anything else (DNS rebinding):
+    // nothing is forwarded at all.
+    let open = start_for(&mock, &[]).await;
+    for target in ["http://169.254.169.254/v1/messages", "/v1/messages"] {
+        let body = anthropic_request("refused").to_string();
+        let request = format!(
+            "POST {target} HTTP/1.1\r\nhost: evil.example\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let response = raw_request(&open, &request).await;
+        assert!(response.starts_with("HTTP/1.1 403"), "{target}: {response}");
+    }
+    assert_eq!(mock.calls(), 0);
+    // With keys (Host is then not checked), requests still only reach the configured upstream.
+    let proxy = start_for(&mock, &[("PROXY_API_KEYS", "k1")]).await;
     let body = anthropic_request("where do I go").to_string();
     let mock_host = mock.addr().to_string();
     let targets = [
@@ -385,7 +400,7 @@ async fn clients_cannot_choose_the_upstream() {
         let body = anthropic_request(&format!("where do I go {i}")).to_string();
         let request = format!(
             "POST {target} HTTP/1.1\r\nhost: evil.example\r\nx-forwarded-host: evil.example\r\n\
-             x-forwarded-proto: https\r\nforwarded: host=evil.example\r\n\
+             x-forwarded-proto: https\r\nforwarded: host=evil.example\r\nx-api-key: k1\r\n\
              content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
             body.len()
         );
@@ -406,7 +421,7 @@ async fn clients_cannot_choose_the_upstream() {
         "*",
     ] {
         let request = format!(
-            "POST {target} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+            "POST {target} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: k1\r\ncontent-type: application/json\r\n\
              content-length: 2\r\nconnection: close\r\n\r\n{{}}"
         );
         let response = raw_request(&proxy, &request).await;
@@ -431,7 +446,7 @@ async fn clients_cannot_choose_the_upstream() {
     let mut req = build(
         Method::POST,
         &proxy.url("/v1/messages"),
-        &[("content-type", "application/json")],
+        &[("content-type", "application/json"), ("x-api-key", "k1")],
         body.clone(),
     );
     *req.uri_mut() = format!("http://{}/v1/messages", proxy.addr)

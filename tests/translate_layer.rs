@@ -573,3 +573,28 @@ async fn a_stream_refused_before_it_starts_keeps_the_real_status() {
         json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})
     );
 }
+
+/// Alone (no cache in front), the layer still refuses an invalid `cache_ttl_secs` with the
+/// cache's 400, and never forwards a valid one.
+#[tokio::test]
+async fn cache_ttl_secs_is_validated_without_a_cache_and_never_forwarded() {
+    let upstream = Upstream::json(200, completion(json!({"content": "ok"}), "stop"));
+    let mut request = json!({"model": "claude-sonnet-4-5", "max_tokens": 5,
+                             "messages": [{"role": "user", "content": "hi"}]});
+    for ttl in [json!("60"), json!(-5), json!(86_401)] {
+        request["cache_ttl_secs"] = ttl;
+        let (status, _, body) = upstream.send(layer(), messages_request(&request)).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("cache_ttl_secs"))
+        );
+    }
+    assert_eq!(upstream.calls(), 0);
+    request["cache_ttl_secs"] = json!(60);
+    let (status, _, _) = upstream.send(layer(), messages_request(&request)).await;
+    assert_eq!(status, 200);
+    assert!(upstream.last_body().get("cache_ttl_secs").is_none());
+}

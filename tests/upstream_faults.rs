@@ -34,6 +34,9 @@ use tower_llm_bridge::translate::AnthropicToOpenAiLayer;
 /// The proxy's upstream timeout in these tests (head wait and stream idle timeout).
 const TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The proxy's `STREAM_MAX_SECS` in these tests.
+const STREAM_MAX: Duration = Duration::from_secs(6);
+
 // ---------------------------------------------------------------------------------------------
 // A raw TCP upstream that misbehaves on purpose
 // ---------------------------------------------------------------------------------------------
@@ -533,11 +536,12 @@ fn fault_cases() -> Vec<FaultCase> {
             expected: Expected::StreamError("api_error"),
             within: Duration::from_secs(8),
         },
+        // A 200 that is not an event stream: a 502 before any SSE byte.
         FaultCase {
             name: "200 with an HTML body (stream)",
             fault: send(http_response(200, "text/html", html), After::Close),
             stream: true,
-            expected: Expected::StreamError("api_error"),
+            expected: Expected::Error(502, "api_error"),
             within: quick,
         },
         FaultCase {
@@ -547,8 +551,47 @@ fn fault_cases() -> Vec<FaultCase> {
                 After::Close,
             ),
             stream: true,
-            expected: Expected::StreamError("api_error"),
+            expected: Expected::Error(502, "api_error"),
             within: quick,
+        },
+        FaultCase {
+            name: "200 with a whole JSON completion, stream ignored (stream)",
+            fault: send(
+                http_response(
+                    200,
+                    "application/json; charset=utf-8",
+                    br#"{"choices":[{"message":{"content":"Hello"},"finish_reason":"stop"}]}"#,
+                ),
+                After::Close,
+            ),
+            stream: true,
+            expected: Expected::Error(502, "api_error"),
+            within: quick,
+        },
+        // SSE comments keep a stream alive for the idle timeout, not past STREAM_MAX_SECS.
+        FaultCase {
+            name: "keep-alive comments only, forever (stream)",
+            fault: Fault::Drip {
+                head: drip_ok.clone(),
+                body: b": keep-alive\n\n".repeat(1_000),
+                every: Duration::from_millis(10),
+                then: After::Close,
+            },
+            stream: true,
+            expected: Expected::StreamError("timeout_error"),
+            within: STREAM_MAX + Duration::from_secs(2),
+        },
+        FaultCase {
+            name: "keep-alive comments past the idle timeout, then the answer (stream)",
+            fault: Fault::Drip {
+                head: drip_ok.clone(),
+                body: [b": keep-alive\n\n".repeat(20), minimal.to_vec()].concat(),
+                every: Duration::from_millis(5),
+                then: After::Close,
+            },
+            stream: true,
+            expected: Expected::StreamOk,
+            within: STREAM_MAX,
         },
         FaultCase {
             name: "an upstream error event mid-stream (stream)",
@@ -616,6 +659,7 @@ async fn run_case(case: FaultCase) -> String {
     let proxy = start(parse_config(&[
         ("OPENAI_BASE_URL", &base),
         ("UPSTREAM_TIMEOUT_SECS", &timeout),
+        ("STREAM_MAX_SECS", &STREAM_MAX.as_secs().to_string()),
         ("LOG_LEVEL", "off"),
     ]))
     .await;
@@ -714,7 +758,8 @@ async fn run_case(case: FaultCase) -> String {
         let answer = post_json(
             &proxy.url("/v1/messages"),
             &[],
-            &messages_request("after", stream),
+            // Different prompts: a cached answer serves both modes, and both must go upstream.
+            &messages_request(if stream { "after, streamed" } else { "after" }, stream),
         )
         .await;
         assert_eq!(answer.status, 200, "{name}: after: {}", answer.text());

@@ -12,7 +12,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use tower::ServiceBuilder;
-use tower::util::BoxCloneService;
+use tower::util::{BoxCloneService, Either};
 use tower_http::classify::{ServerErrorsAsFailures, ServerErrorsFailureClass, SharedClassifier};
 use tower_http::trace::{MakeSpan, OnFailure, Trace, TraceLayer};
 use tower_llm_bridge::BoxError;
@@ -20,10 +20,13 @@ use tower_llm_bridge::cache::{
     MemoryCache, RedisCache, RedisCacheOptions, ResponseCacheLayer, TieredCache,
 };
 use tower_llm_bridge::metrics::Metrics;
-use tower_llm_bridge::translate::{AnthropicToOpenAiLayer, MaxTokensCaps, ReasoningModels};
+use tower_llm_bridge::origin::{OriginGuard, OriginGuardLayer};
+use tower_llm_bridge::translate::{
+    AnthropicToOpenAiLayer, AnthropicToResponsesLayer, MaxTokensCaps, ReasoningModels,
+};
 use tracing::{Span, info, warn};
 
-use super::config::Config;
+use super::config::{Config, Wire};
 use super::models::model_list;
 use super::router::{Router, Shared};
 use super::telemetry::telemetry;
@@ -31,7 +34,7 @@ use super::upstream::Upstream;
 
 /// The whole proxy as one cloneable tower service.
 pub type App = Trace<
-    Metrics<Router>,
+    Metrics<OriginGuard<Router>>,
     SharedClassifier<ServerErrorsAsFailures>,
     LogSpan,
     (),
@@ -68,7 +71,9 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
             models: model_list(config),
             proxy_api_keys: config.proxy_api_keys.clone(),
             body_limit: config.body_limit,
-            body_read_timeout: config.body_read_timeout,
+            body_rate: config.body_rate,
+            max_json_depth: config.max_json_depth,
+            strip_cache_ttl: !config.cache.enabled,
             metrics: telemetry.handle,
         }),
     };
@@ -89,6 +94,17 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         // model, backend, tokens and time to first token. Never headers, query strings or
         // bodies, which carry keys.
         .layer(telemetry.layer)
+        // Before auth and routing: a web page must not use an open proxy (ALLOWED_ORIGINS),
+        // nor reach it by DNS rebinding (Host: loopback, the listen address or ALLOWED_HOSTS).
+        // With PROXY_API_KEYS set a page cannot authenticate anyway, so only CORS preflights
+        // are still decided here.
+        .layer(
+            OriginGuardLayer::new()
+                .allow_origins(&config.allowed_origins)
+                .allow_hosts(&config.allowed_hosts)
+                .listen_addr(config.listen)
+                .enforce(config.proxy_api_keys.is_none()),
+        )
         .service(router))
 }
 
@@ -102,28 +118,49 @@ pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 type Cache = TieredCache<MemoryCache, Option<RedisCache>>;
 
 fn llm_stack(config: &Config, upstream: Upstream, redis: Option<RedisCache>) -> LlmService {
-    let translate = AnthropicToOpenAiLayer::new()
-        .model_map(config.model_map.clone())
-        .reasoning_models(ReasoningModels::new(
-            config.reasoning_models.iter().cloned(),
-        ))
-        .max_tokens_caps(
-            config
-                .max_tokens_caps
-                .iter()
-                .fold(MaxTokensCaps::new(), |caps, (prefix, cap)| {
-                    caps.cap(prefix.as_str(), *cap)
-                }),
-        )
-        .body_limit(config.body_limit)
-        .stream_idle_timeout(config.upstream_timeout);
+    let reasoning_models = ReasoningModels::new(config.reasoning_models.iter().cloned());
+    let max_tokens_caps = config
+        .max_tokens_caps
+        .iter()
+        .fold(MaxTokensCaps::new(), |caps, (prefix, cap)| {
+            caps.cap(prefix.as_str(), *cap)
+        });
+    // Both wires' services answer with the same body type, so either fits the same stack.
+    let translate = match config.wire {
+        Wire::Chat => Either::Left(
+            AnthropicToOpenAiLayer::new()
+                .model_map(config.model_map.clone())
+                .reasoning_models(reasoning_models)
+                .max_tokens_caps(max_tokens_caps)
+                .body_limit(config.body_limit)
+                .max_json_depth(config.max_json_depth)
+                .stream_idle_timeout(config.upstream_timeout)
+                // STREAM_MAX_SECS: comments keep a stream alive past the idle timeout, not
+                // forever.
+                .stream_max_duration(config.stream_max.unwrap_or(Duration::MAX)),
+        ),
+        // `/v1/responses` reaches `<OPENAI_BASE_URL>/responses` through the upstream client.
+        Wire::Responses => Either::Right(
+            AnthropicToResponsesLayer::new()
+                .model_map(config.model_map.clone())
+                .reasoning_models(reasoning_models)
+                .max_tokens_caps(max_tokens_caps)
+                .body_limit(config.body_limit)
+                .max_json_depth(config.max_json_depth)
+                .stream_idle_timeout(config.upstream_timeout)
+                // STREAM_MAX_SECS: comments keep a stream alive past the idle timeout, not
+                // forever.
+                .stream_max_duration(config.stream_max.unwrap_or(Duration::MAX)),
+        ),
+    };
     if !config.cache.enabled {
         return BoxCloneService::new(
             ServiceBuilder::new()
                 // Routes answer with one body type; boxing here, once, keeps the layers' own
                 // body types out of the router.
                 .map_response(box_response)
-                // Anthropic Messages in, OpenAI Chat Completions out; other routes pass through.
+                // Anthropic Messages in, OpenAI Chat Completions or Responses out; other
+                // routes pass through.
                 .layer(translate)
                 .service(upstream),
         );
@@ -135,6 +172,7 @@ fn llm_stack(config: &Config, upstream: Upstream, redis: Option<RedisCache>) -> 
     let cache = ResponseCacheLayer::new(Cache::new(memory, redis))
         .default_ttl_secs(config.cache.ttl_secs)
         .body_limit(config.body_limit)
+        .max_json_depth(config.max_json_depth)
         // Entries are scoped by upstream as well as by caller.
         .backend_name(config.upstream.to_string());
     BoxCloneService::new(
@@ -143,8 +181,11 @@ fn llm_stack(config: &Config, upstream: Upstream, redis: Option<RedisCache>) -> 
             // types out of the router.
             .map_response(box_response)
             // Outermost: the key is the client's own request, and a hit skips translation.
+            // Streams too: recorded as they pass, replayed in either mode, and concurrent
+            // identical streams share one upstream call.
             .layer(cache)
-            // Anthropic Messages in, OpenAI Chat Completions out; other routes pass through.
+            // Anthropic Messages in, OpenAI Chat Completions or Responses out; other routes
+            // pass through.
             .layer(translate)
             .service(upstream),
     )

@@ -14,6 +14,7 @@ use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use http::Uri;
 use http::header::HeaderValue;
 use http::uri::{Authority, Scheme};
+use tower_llm_bridge::parsed::BodyRate;
 use tower_llm_bridge::translate::ModelMap;
 
 /// The proxy's flags, each with its environment variable and default. A flag overrides its
@@ -44,6 +45,10 @@ pub struct Args {
         value_name = "URL"
     )]
     upstream: String,
+    /// The OpenAI API the upstream speaks: chat (<url>/chat/completions) or responses
+    /// (<url>/responses: OpenAI's Responses API, reasoning carried across turns)
+    #[arg(long, env = "OPENAI_WIRE", default_value = "chat", value_name = "WIRE")]
+    wire: String,
     /// Upstream model for sonnet, opus and other claude names
     #[arg(
         long,
@@ -106,7 +111,32 @@ pub struct Args {
         value_name = "SECS"
     )]
     header_read_timeout_secs: String,
-    /// Seconds a client may take to send its request body (slowloris; then 408; 0 = no limit)
+    /// Seconds a request body may take to begin (then 408)
+    #[arg(
+        long,
+        env = "BODY_FIRST_BYTE_SECS",
+        default_value = "10",
+        value_name = "SECS"
+    )]
+    body_first_byte_secs: String,
+    /// Seconds after which a request body must keep BODY_MIN_RATE on average
+    #[arg(
+        long,
+        env = "BODY_GRACE_SECS",
+        default_value = "10",
+        value_name = "SECS"
+    )]
+    body_grace_secs: String,
+    /// Slowest average rate of a request body after the grace period, in bytes per second
+    /// (slowloris; then 408; 0 = no minimum); accepts KiB/MiB suffixes
+    #[arg(
+        long,
+        env = "BODY_MIN_RATE",
+        default_value = "16KiB",
+        value_name = "SIZE"
+    )]
+    body_min_rate: String,
+    /// Longest pause between two pieces of a request body (then 408; 0 = no limit)
     #[arg(
         long,
         env = "BODY_READ_TIMEOUT_SECS",
@@ -114,6 +144,56 @@ pub struct Args {
         value_name = "SECS"
     )]
     body_read_timeout_secs: String,
+    /// Seconds a connection may stay open with no request in flight (HTTP/1 keep-alive and
+    /// HTTP/2; 0 = no limit)
+    #[arg(
+        long,
+        env = "IDLE_TIMEOUT_SECS",
+        default_value = "60",
+        value_name = "SECS"
+    )]
+    idle_timeout_secs: String,
+    /// Seconds between HTTP/2 keep-alive pings (0 = no pings)
+    #[arg(
+        long,
+        env = "H2_PING_INTERVAL_SECS",
+        default_value = "30",
+        value_name = "SECS"
+    )]
+    h2_ping_interval_secs: String,
+    /// Seconds an HTTP/2 client has to answer a ping before the connection is closed
+    #[arg(
+        long,
+        env = "H2_PING_TIMEOUT_SECS",
+        default_value = "20",
+        value_name = "SECS"
+    )]
+    h2_ping_timeout_secs: String,
+    /// Longest a streamed answer may last in total, even while the upstream keeps sending
+    /// (then an error event; 0 = no limit)
+    #[arg(
+        long,
+        env = "STREAM_MAX_SECS",
+        default_value = "3600",
+        value_name = "SECS"
+    )]
+    stream_max_secs: String,
+    /// Deepest nesting of JSON arrays and objects accepted in a request (then 400), 1..=16384
+    #[arg(long, env = "MAX_JSON_DEPTH", default_value = "512", value_name = "N")]
+    max_json_depth: String,
+    /// Web origins allowed to call the proxy from a browser (comma list such as
+    /// https://app.example.com); other Origin headers get 403 unless PROXY_API_KEYS is set
+    #[arg(
+        long,
+        env = "ALLOWED_ORIGINS",
+        default_value = "",
+        value_name = "ORIGINS"
+    )]
+    allowed_origins: String,
+    /// Host names served besides loopback names and the listen address (comma list); other
+    /// Host headers get 403 unless PROXY_API_KEYS is set (DNS rebinding)
+    #[arg(long, env = "ALLOWED_HOSTS", default_value = "", value_name = "HOSTS")]
+    allowed_hosts: String,
     /// Seconds open requests may run on after Ctrl-C/SIGTERM
     #[arg(
         long,
@@ -340,6 +420,11 @@ impl Config {
                 .map_err(|_| "not an address such as 127.0.0.1:3000 or [::]:3000".to_owned())
         })?;
         let upstream = s.parse("upstream", &args.upstream, |v| UpstreamUrl::parse(v.trim()))?;
+        let wire = s.parse("wire", &args.wire, |v| match v.trim() {
+            "chat" => Ok(Wire::Chat),
+            "responses" => Ok(Wire::Responses),
+            _ => Err("must be chat or responses".to_owned()),
+        })?;
         let openai_api_key = s.secret("OPENAI_API_KEY", |v| {
             let v = v.trim();
             HeaderValue::try_from(format!("Bearer {v}"))
@@ -405,6 +490,56 @@ impl Config {
             &args.body_read_timeout_secs,
             optional_seconds,
         )?;
+        let body_rate = BodyRate::new()
+            .first_byte(Duration::from_secs(s.parse(
+                "body_first_byte_secs",
+                &args.body_first_byte_secs,
+                |v| positive_integer(v, u64::from(u32::MAX)),
+            )?))
+            .grace(Duration::from_secs(s.parse(
+                "body_grace_secs",
+                &args.body_grace_secs,
+                whole_seconds,
+            )?))
+            .min_bytes_per_sec(s.parse("body_min_rate", &args.body_min_rate, byte_size)?)
+            .max_gap(body_read_timeout);
+        let idle_timeout = s.parse(
+            "idle_timeout_secs",
+            &args.idle_timeout_secs,
+            optional_seconds,
+        )?;
+        let h2_ping_interval = s.parse(
+            "h2_ping_interval_secs",
+            &args.h2_ping_interval_secs,
+            optional_seconds,
+        )?;
+        let h2_ping_timeout = Duration::from_secs(s.parse(
+            "h2_ping_timeout_secs",
+            &args.h2_ping_timeout_secs,
+            |v| positive_integer(v, u64::from(u32::MAX)),
+        )?);
+        let stream_max = s.parse("stream_max_secs", &args.stream_max_secs, optional_seconds)?;
+        let max_json_depth = s.parse("max_json_depth", &args.max_json_depth, |v| {
+            positive_integer(v, 16_384).map(|n| n as usize)
+        })?;
+        let allowed_origins = s.parse("allowed_origins", &args.allowed_origins, |v| {
+            let origins = list(v);
+            match origins.iter().find(|o| {
+                !(o.starts_with("http://") || o.starts_with("https://")) || o.contains('*')
+            }) {
+                Some(bad) => Err(format!(
+                    "{bad:?} is not an origin such as https://app.example.com"
+                )),
+                None => Ok(origins),
+            }
+        })?;
+        let allowed_hosts = s.parse("allowed_hosts", &args.allowed_hosts, |v| {
+            let hosts = list(v);
+            match hosts.iter().find(|h| h.contains('/') || h.contains('*')) {
+                Some(bad) => Err(format!("{bad:?} is not a host name such as proxy.internal")),
+                None => Ok(hosts),
+            }
+        })?;
         let shutdown_grace = Duration::from_secs(s.parse(
             "shutdown_grace_secs",
             &args.shutdown_grace_secs,
@@ -448,6 +583,7 @@ impl Config {
         Ok(Self {
             listen,
             upstream,
+            wire,
             openai_api_key,
             big_model,
             small_model,
@@ -460,11 +596,25 @@ impl Config {
             body_limit,
             header_read_timeout,
             body_read_timeout,
+            body_rate,
+            idle_timeout,
+            h2_ping_interval,
+            h2_ping_timeout,
+            stream_max,
+            max_json_depth,
+            allowed_origins,
+            allowed_hosts,
             shutdown_grace,
             log_filter,
             cache,
         })
     }
+}
+
+fn whole_seconds(v: &str) -> Result<u64, String> {
+    v.trim()
+        .parse::<u64>()
+        .map_err(|_| "not a whole number of seconds".to_owned())
 }
 
 /// `0` = no limit.
@@ -575,6 +725,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The OpenAI-compatible backend.
     pub upstream: UpstreamUrl,
+    /// The API the backend speaks.
+    pub wire: Wire,
     /// Sent upstream as `Authorization: Bearer`; optional for local backends.
     pub openai_api_key: Option<Secret>,
     /// Upstream model for `sonnet`/`opus`/other `claude` names.
@@ -598,9 +750,25 @@ pub struct Config {
     pub body_limit: usize,
     /// How long a client may take to send the request head (HTTP/1); `None` disables it.
     pub header_read_timeout: Option<Duration>,
-    /// How long a client may take to send the request body once the head arrived (408
-    /// after it); `None` disables it.
+    /// The longest pause between two pieces of a request body (408 after it); `None`
+    /// disables it. Also in [`Config::body_rate`].
     pub body_read_timeout: Option<Duration>,
+    /// How fast a request body must arrive: first byte, grace, minimum rate, longest pause.
+    pub body_rate: BodyRate,
+    /// How long a connection may stay open with no request in flight.
+    pub idle_timeout: Option<Duration>,
+    /// How often HTTP/2 connections are pinged.
+    pub h2_ping_interval: Option<Duration>,
+    /// How long an HTTP/2 client has to answer a ping.
+    pub h2_ping_timeout: Duration,
+    /// The longest a streamed answer may last in total.
+    pub stream_max: Option<Duration>,
+    /// The deepest JSON nesting accepted in a request.
+    pub max_json_depth: usize,
+    /// Origins a browser may call the proxy from.
+    pub allowed_origins: Vec<String>,
+    /// Host names served besides loopback names and the listen address.
+    pub allowed_hosts: Vec<String>,
     /// How long open requests may run on after a shutdown signal.
     pub shutdown_grace: Duration,
     /// A `tracing_subscriber::EnvFilter` directive such as `info` or `tower_llm_bridge=debug`.
@@ -614,6 +782,24 @@ impl Config {
     /// match ignoring ASCII case, as the translation layer's `ModelMap::contains` does).
     pub fn map_model<'a>(&'a self, client_model: &'a str) -> &'a str {
         self.model_map.map(client_model)
+    }
+}
+
+/// The OpenAI API the backend speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// Chat Completions: `POST <url>/chat/completions`.
+    Chat,
+    /// The Responses API: `POST <url>/responses`.
+    Responses,
+}
+
+impl fmt::Display for Wire {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Chat => "chat",
+            Self::Responses => "responses",
+        })
     }
 }
 

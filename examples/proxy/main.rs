@@ -49,7 +49,7 @@ use tracing::{info, warn};
 
 pub use app::{App, ProxyBody, app};
 pub use auth::constant_time_eq;
-pub use config::{CacheSettings, Command, Config, ConfigError, Secret, UpstreamUrl};
+pub use config::{CacheSettings, Command, Config, ConfigError, Secret, UpstreamUrl, Wire};
 pub use router::Router;
 pub use server::{serve, tune_accepted};
 pub use upstream::Upstream;
@@ -78,7 +78,14 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_filter))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // Parsing, walking and dropping JSON costs stack per nesting level (up to ~2 KiB in a
+    // debug build): give the workers room for MAX_JSON_DEPTH (512 fits tokio's 2 MiB).
+    let stack = (config.max_json_depth * 4096).max(2 << 20);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(stack)
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("proxy: cannot start the runtime: {err}");

@@ -6,7 +6,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -19,7 +18,9 @@ use tower::{Service, ServiceExt};
 use tower_llm_bridge::BoxError;
 use tower_llm_bridge::cache::{CallerIdentity, RedisCache};
 use tower_llm_bridge::error::ApiError;
-use tower_llm_bridge::parsed::collect_limited;
+use tower_llm_bridge::parsed::{
+    BodyRate, cache_ttl_secs, collect_limited_rate, from_slice_max_depth,
+};
 use tower_llm_bridge::report::ModelSlot;
 use tower_llm_bridge::translate::tokens::estimate_input_tokens;
 
@@ -42,7 +43,11 @@ pub(super) struct Shared {
     pub(super) models: Vec<ModelInfo>,
     pub(super) proxy_api_keys: Option<Vec<Secret>>,
     pub(super) body_limit: usize,
-    pub(super) body_read_timeout: Option<Duration>,
+    pub(super) body_rate: BodyRate,
+    pub(super) max_json_depth: usize,
+    /// With the cache off, `cache_ttl_secs` is still validated and removed here, so that no
+    /// backend (the OpenAI passthrough, an Anthropic one) ever receives it.
+    pub(super) strip_cache_ttl: bool,
     /// Renders `GET /metrics`.
     pub(super) metrics: PrometheusHandle,
 }
@@ -172,7 +177,9 @@ impl Router {
             }
             (&Method::POST, "/v1/messages/count_tokens") => {
                 match read_body(body, &self.shared).await {
-                    Ok(bytes) => count_tokens(&bytes, &parts.extensions),
+                    Ok(bytes) => {
+                        count_tokens(&bytes, self.shared.max_json_depth, &parts.extensions)
+                    }
                     Err(err) => body_error(flavor, err, parts.version),
                 }
             }
@@ -181,6 +188,14 @@ impl Router {
                 // way; the first layer that needs the JSON parses these bytes once.
                 match read_body(body, &self.shared).await {
                     Ok(bytes) => {
+                        let bytes = if self.shared.strip_cache_ttl {
+                            match without_cache_ttl(bytes, self.shared.max_json_depth) {
+                                Ok(bytes) => bytes,
+                                Err(err) => return flavor.error(err),
+                            }
+                        } else {
+                            bytes
+                        };
                         let req = Request::from_parts(parts, Full::new(bytes));
                         match self.llm.oneshot(req).await {
                             Ok(res) => res,
@@ -248,28 +263,38 @@ impl Router {
     }
 }
 
-/// Collects a request body under the size limit and within the body read timeout: a
-/// client that sends its body slowly (slowloris) gets a 408 instead of holding a
-/// connection and a task forever. The header read timeout does not cover the body.
+/// Collects a request body under the size limit and the minimum rate (`BODY_FIRST_BYTE_SECS`,
+/// `BODY_GRACE_SECS`, `BODY_MIN_RATE`, `BODY_READ_TIMEOUT_SECS` as the longest pause): a
+/// client that trickles its body (slowloris) gets a 408 instead of holding a connection and a
+/// task, while a big upload on a slow but steady link still arrives. The header read timeout
+/// does not cover the body.
 async fn read_body<B>(body: B, shared: &Shared) -> Result<Bytes, ApiError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let collect = collect_limited(body, shared.body_limit);
-    let Some(limit) = shared.body_read_timeout else {
-        return collect.await.map_err(Into::into);
+    collect_limited_rate(body, shared.body_limit, &shared.body_rate)
+        .await
+        .map_err(Into::into)
+}
+
+/// `bytes` without a top-level `cache_ttl_secs`, or the same `400` the cache gives for an
+/// invalid one. Bodies without the name are passed on untouched and unparsed (the layers
+/// parse them once); a body that is not JSON is left for them to refuse.
+fn without_cache_ttl(bytes: Bytes, max_json_depth: usize) -> Result<Bytes, ApiError> {
+    if memchr::memmem::find(&bytes, b"cache_ttl_secs").is_none() {
+        return Ok(bytes);
+    }
+    let Ok(mut json) = from_slice_max_depth::<Value>(&bytes, max_json_depth) else {
+        return Ok(bytes);
     };
-    match tokio::time::timeout(limit, collect).await {
-        Ok(collected) => collected.map_err(Into::into),
-        Err(_elapsed) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "invalid_request_error",
-            format!(
-                "the request body did not arrive within {} s",
-                limit.as_secs()
-            ),
-        )),
+    cache_ttl_secs(&json).map_err(ApiError::invalid_request)?;
+    match &mut json {
+        Value::Object(map) if map.contains_key("cache_ttl_secs") => {
+            map.retain(|key, _| key != "cache_ttl_secs");
+            Ok(serde_json::to_vec(&json).map(Bytes::from).unwrap_or(bytes))
+        }
+        _ => Ok(bytes),
     }
 }
 
@@ -306,8 +331,12 @@ fn body_error(flavor: Flavor, err: ApiError, version: Version) -> Response<Proxy
     res
 }
 
-fn count_tokens(bytes: &[u8], extensions: &Extensions) -> Response<ProxyBody> {
-    let body: Value = match serde_json::from_slice(bytes) {
+fn count_tokens(
+    bytes: &[u8],
+    max_json_depth: usize,
+    extensions: &Extensions,
+) -> Response<ProxyBody> {
+    let body: Value = match from_slice_max_depth(bytes, max_json_depth) {
         Ok(body) => body,
         Err(err) => {
             return Flavor::Anthropic.error(ApiError::invalid_request(format!(

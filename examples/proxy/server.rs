@@ -34,9 +34,10 @@ pub async fn serve(
     builder.http2().timer(TokioTimer::new());
 
     info!(
-        "listening on http://{}, upstream {} (API key {}), proxy auth {}, cache {}",
+        "listening on http://{}, upstream {} ({} wire, API key {}), proxy auth {}, cache {}",
         listener.local_addr()?,
         config.upstream,
+        config.wire,
         if config.openai_api_key.is_some() {
             "set"
         } else {

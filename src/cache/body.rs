@@ -11,13 +11,15 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
 
+use super::fanout::Reader;
 use super::inflight::LeaderGuard;
 use super::{CacheBackend, CacheEntry};
 
 pin_project! {
     /// The response body of a [`ResponseCache`](super::ResponseCache): a cached or error body,
     /// or the inner service's body passed on frame by frame (and recorded for the cache
-    /// when the response is cacheable).
+    /// when the response is cacheable), or a streamed answer shared by concurrent identical
+    /// requests.
     ///
     /// A recorded body is stored only when it ends cleanly: the inner body returned its end,
     /// or reported [`is_end_stream`](Body::is_end_stream) right after its last frame. An error
@@ -37,6 +39,7 @@ pin_project! {
             body: ResBody,
             recorder: Option<Recorder<B>>,
         },
+        Shared { reader: Reader<ResBody> },
     }
 }
 
@@ -47,6 +50,15 @@ impl<ResBody, B> ResponseBody<ResBody, B> {
             kind: Kind::Full {
                 body: Full::new(bytes),
             },
+        }
+    }
+}
+
+impl<ResBody, B> ResponseBody<ResBody, B> {
+    /// A reader of a stream shared with other requests.
+    pub(crate) fn shared(reader: Reader<ResBody>) -> Self {
+        Self {
+            kind: Kind::Shared { reader },
         }
     }
 }
@@ -83,6 +95,7 @@ where
             KindProj::Full { body } => Pin::new(body)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
+            KindProj::Shared { reader } => reader.poll_frame(cx),
             KindProj::Inner { mut body, recorder } => {
                 let frame = match ready!(body.as_mut().poll_frame(cx)) {
                     Some(Ok(frame)) => frame,
@@ -120,6 +133,7 @@ where
         match &self.kind {
             Kind::Full { body } => body.is_end_stream(),
             Kind::Inner { body, .. } => body.is_end_stream(),
+            Kind::Shared { reader } => reader.is_end_stream(),
         }
     }
 
@@ -128,6 +142,8 @@ where
         match &self.kind {
             Kind::Full { body } => body.size_hint(),
             Kind::Inner { body, .. } => body.size_hint(),
+            // Followers may be cut short with an error event: no length is promised.
+            Kind::Shared { .. } => SizeHint::default(),
         }
     }
 }
@@ -140,6 +156,7 @@ impl<ResBody, B> fmt::Debug for ResponseBody<ResBody, B> {
                 recorder: Some(_), ..
             } => "Recording",
             Kind::Inner { recorder: None, .. } => "Inner",
+            Kind::Shared { .. } => "Shared",
         };
         f.debug_struct("ResponseBody")
             .field("kind", &kind)
@@ -178,10 +195,7 @@ impl<B: CacheBackend> Recorder<B> {
         true
     }
 
-    /// Stores the recorded response and releases coalesced requests with it.
-    ///
-    /// Must not block the body: the write is polled once here (enough for the memory
-    /// backend) and finished on a spawned task if it is still pending.
+    /// Stores the recorded response and releases coalesced requests with it (see [`store`]).
     pub(crate) fn commit(self) {
         let Self {
             backend,
@@ -190,7 +204,7 @@ impl<B: CacheBackend> Recorder<B> {
             headers,
             model,
             ttl_secs,
-            mut guard,
+            guard,
             slot_hold,
             mut chunks,
             len,
@@ -213,37 +227,52 @@ impl<B: CacheBackend> Recorder<B> {
             status,
             headers,
         };
-        if let Some(guard) = guard.as_mut() {
-            guard.publish(entry.clone());
+        store(backend, key, entry, ttl_secs, guard, slot_hold);
+    }
+}
+
+/// Writes `entry`, first handing it to the coalesced requests through `guard`.
+///
+/// Must not block the body that calls it: the write is polled once here (enough for the
+/// memory backend) and finished on a spawned task if it is still pending.
+pub(crate) fn store<B: CacheBackend>(
+    backend: Arc<B>,
+    key: String,
+    entry: CacheEntry,
+    ttl_secs: u64,
+    mut guard: Option<LeaderGuard>,
+    slot_hold: Duration,
+) {
+    if let Some(guard) = guard.as_mut() {
+        guard.publish(entry.clone());
+    }
+    tracing::debug!(%key, bytes = entry.response_body.len(), ttl_secs, "storing response");
+    let mut write = Box::pin(async move {
+        let mut put = std::pin::pin!(backend.put(&key, entry, ttl_secs));
+        if let Some(guard) = guard {
+            // Requests arriving until the write lands are served from the slot; later
+            // ones from the backend. A stuck write must not pin the slot (and its entry,
+            // whatever its TTL) forever, so the slot goes after `slot_hold` regardless.
+            // (Outside a Tokio runtime there is no timer, and no task to finish on either.)
+            let landed = tokio::runtime::Handle::try_current().is_ok()
+                && tokio::time::timeout(slot_hold, put.as_mut()).await.is_ok();
+            drop(guard);
+            if landed {
+                return;
+            }
         }
-        tracing::debug!(%key, bytes = len, ttl_secs, "storing response");
-        let mut write = Box::pin(async move {
-            let mut put = std::pin::pin!(backend.put(&key, entry, ttl_secs));
-            if let Some(guard) = guard {
-                // Requests arriving until the write lands are served from the slot; later
-                // ones from the backend. A stuck write must not pin the slot (and its entry,
-                // whatever its TTL) forever, so the slot goes after `slot_hold` regardless.
-                // (Outside a Tokio runtime there is no timer, and no task to finish on either.)
-                let landed = tokio::runtime::Handle::try_current().is_ok()
-                    && tokio::time::timeout(slot_hold, put.as_mut()).await.is_ok();
-                drop(guard);
-                if landed {
-                    return;
-                }
+        put.await;
+    });
+    if write
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+        .is_pending()
+    {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(write);
             }
-            put.await;
-        });
-        if write
-            .as_mut()
-            .poll(&mut Context::from_waker(Waker::noop()))
-            .is_pending()
-        {
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    handle.spawn(write);
-                }
-                Err(_) => tracing::warn!("no tokio runtime to finish a cache write; not stored"),
-            }
+            Err(_) => tracing::warn!("no tokio runtime to finish a cache write; not stored"),
         }
     }
 }

@@ -5,9 +5,15 @@
 //! publishes. The leader publishes the entry it stored (or found), or nothing when it has no
 //! cacheable answer: dropping the guard without publishing (error, non-2xx, cut-off body,
 //! cancelled request) releases the followers to call the inner service themselves.
+//!
+//! A leader answering with a stream publishes the live stream first ([`Slot::Live`]): a
+//! streaming follower joins it and reads it as it is produced; a JSON follower keeps waiting
+//! for the entry stored at the stream's clean end. The slot holds the live stream weakly, so
+//! it never keeps an upstream stream alive that nobody reads.
 
+use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -18,7 +24,17 @@ use super::CacheEntry;
 #[derive(Clone, Debug)]
 enum Slot {
     Pending,
+    /// The leader's stream, readable while it is produced (a type-erased shared stream).
+    Live(Weak<dyn Any + Send + Sync>),
     Done(Option<CacheEntry>),
+}
+
+/// What a streaming follower gets from its leader.
+pub(crate) enum Joined {
+    /// The stored answer.
+    Entry(CacheEntry),
+    /// The leader's live stream.
+    Live(Arc<dyn Any + Send + Sync>),
 }
 
 /// The keys currently being fetched.
@@ -55,6 +71,15 @@ impl Inflight {
             key: key.to_owned(),
             published: false,
         })
+    }
+
+    /// Lets streaming followers of the flight for `key` (whose leader holds its guard) join
+    /// `stream` while it is produced. Followers that wait for an entry keep waiting for
+    /// [`LeaderGuard::publish`] or the guard's drop.
+    pub(crate) fn publish_live(&self, key: &str, stream: Weak<dyn Any + Send + Sync>) {
+        if let Some(tx) = self.lock().get(key) {
+            tx.send_replace(Slot::Live(stream));
+        }
     }
 
     #[cfg(test)]
@@ -98,8 +123,25 @@ pub(crate) struct Follower {
 
 impl Follower {
     /// The leader's entry, or `None` if it had none, vanished, or took longer than `limit`.
-    pub(crate) async fn wait(mut self, limit: Duration) -> Option<CacheEntry> {
-        let done = self.rx.wait_for(|slot| matches!(slot, Slot::Done(_)));
+    pub(crate) async fn wait(self, limit: Duration) -> Option<CacheEntry> {
+        match self.wait_until(limit, false).await? {
+            Joined::Entry(entry) => Some(entry),
+            Joined::Live(_) => None,
+        }
+    }
+
+    /// The leader's entry or live stream, or `None` as for [`wait`](Self::wait) (or when the
+    /// live stream is already gone).
+    pub(crate) async fn wait_stream(self, limit: Duration) -> Option<Joined> {
+        self.wait_until(limit, true).await
+    }
+
+    async fn wait_until(mut self, limit: Duration, live: bool) -> Option<Joined> {
+        let done = self.rx.wait_for(|slot| match slot {
+            Slot::Pending => false,
+            Slot::Live(_) => live,
+            Slot::Done(_) => true,
+        });
         let waited = if tokio::runtime::Handle::try_current().is_ok() {
             tokio::time::timeout(limit, done).await
         } else {
@@ -109,7 +151,8 @@ impl Follower {
         };
         match waited {
             Ok(Ok(slot)) => match &*slot {
-                Slot::Done(entry) => entry.clone(),
+                Slot::Done(entry) => entry.clone().map(Joined::Entry),
+                Slot::Live(stream) => stream.upgrade().map(Joined::Live),
                 Slot::Pending => None,
             },
             // Sender gone without a result, or too slow: fetch it ourselves.

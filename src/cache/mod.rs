@@ -7,15 +7,44 @@
 //! hash of the caller's credential), so two requests share an entry only when they are the same
 //! request from the same tenant to the same backend.
 //!
-//! - Hits carry `x-cache: HIT` and `age`; misses `x-cache: MISS`; streamed requests
-//!   (`"stream": true`), `"cache_ttl_secs": 0` and `Cache-Control: no-store` pass with
-//!   `x-cache: BYPASS`. `Cache-Control: no-cache` skips the lookup but stores the answer.
+//! - Hits carry `x-cache: HIT` and `age`; misses `x-cache: MISS`; `"cache_ttl_secs": 0` and
+//!   `Cache-Control: no-store` pass with `x-cache: BYPASS`. `Cache-Control: no-cache` skips
+//!   the lookup but stores the answer.
 //! - Only complete 2xx bodies are stored: an error, a non-2xx status, a body that fails
 //!   midway or is dropped before its end, or a body over the entry size limit is never stored.
 //! - `cache_ttl_secs` (0..=[`MAX_TTL_SECS`]) sets the entry's time to live; an invalid value is
 //!   a 400 in the endpoint's error shape. It is removed before the request goes further in.
 //! - Concurrent identical misses are coalesced: one request calls the inner service, the
 //!   others wait (bounded) for its answer.
+//!
+//! # Streamed answers
+//!
+//! The key leaves `stream` out, so one entry serves both modes. Every entry is stored in its
+//! JSON form (the answer a non-streaming request gets); a [`StreamCodec`] per namespace
+//! ([`AnthropicMessages`], [`OpenAiChat`], or your own) converts between the two forms:
+//!
+//! - **Recording.** A streamed 2xx answer is passed on frame by frame, as it comes, and
+//!   accumulated on the side. It is stored only when it ended cleanly: for `/v1/messages` a
+//!   `message_stop` after a `message_delta`; for `/v1/chat/completions` a `finish_reason` on
+//!   every choice and `data: [DONE]`. A cut, an error event or chunk, a client that left before
+//!   the end (with nobody else reading), or a stream over the entry size limit stores nothing.
+//! - **Replay.** A streaming request that hits gets the entry rendered as an event stream at
+//!   once (not re-paced); a JSON request gets the JSON. Content blocks (text, tool input,
+//!   thinking and signatures), stop reason, stop sequence and usage are identical either way.
+//!   A stored answer that cannot serve a request (an OpenAI stream recorded without usage, for
+//!   a request with `stream_options.include_usage`) counts as a miss and is replaced.
+//! - **Live fan-out.** Concurrent identical streaming requests make one upstream call:
+//!   followers (`x-cache: HIT`, `age: 0`) get every event already produced, then each new one
+//!   as it arrives. The stream moves as fast as its fastest reader; a follower more than the
+//!   entry size limit behind is cut with an error event, never slowing the others. A leader
+//!   whose client leaves does not cut its followers; a stream nobody reads any more is
+//!   cancelled upstream at once. If the upstream stream fails, followers see the same bytes and
+//!   the same error event (a transport error reaches the one reader that polled it; the others
+//!   get the codec's error event). A JSON request arriving meanwhile waits for the stored
+//!   answer.
+//! - **Bounds.** An in-flight stream keeps at most the entry size limit in memory: past it,
+//!   it is not stored, not joinable, and only its last `max_entry_bytes` are kept.
+//!
 //! - The body is collected and parsed once; the [`ParsedBody`](crate::parsed::ParsedBody) is
 //!   left in the request extensions for the layers further in.
 //!
@@ -120,6 +149,8 @@ use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
 mod body;
+mod codec;
+mod fanout;
 mod future;
 mod identity;
 mod inflight;
@@ -134,6 +165,7 @@ mod tiered;
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisCache, RedisCacheError, RedisCacheOptions};
 pub use body::ResponseBody;
+pub use codec::{AnthropicMessages, CodecError, OpenAiChat, StreamAccumulator, StreamCodec};
 pub use future::ResponseFuture;
 pub use identity::CallerIdentity;
 pub use key::EXCLUDED_FIELDS;
@@ -142,13 +174,12 @@ pub use memory::{MemoryCache, MemoryCacheBuilder};
 pub use service::ResponseCache;
 pub use tiered::TieredCache;
 
-/// Maximum allowed value for a per-request `cache_ttl_secs`.
-pub const MAX_TTL_SECS: u64 = 86_400;
+pub use crate::parsed::MAX_TTL_SECS;
 
 /// A cached response, as stored in any [`CacheBackend`].
 #[derive(Clone, Debug)]
 pub struct CacheEntry {
-    /// The response body bytes.
+    /// The response body bytes: the JSON answer, also for answers recorded from a stream.
     pub response_body: Bytes,
     /// The `model` of the request that produced the entry, for logs.
     pub model: String,
@@ -297,33 +328,7 @@ pub fn cache_key_for_request(body: &Value, ns: CacheNamespace, scope: &CacheScop
 /// assert!(parse_cache_ttl(&json!({"cache_ttl_secs": "60"})).is_err());
 /// ```
 pub fn parse_cache_ttl(body: &Value) -> Result<Option<u64>, String> {
-    let value = match body.get("cache_ttl_secs") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(value) => value,
-    };
-    let Value::Number(n) = value else {
-        return Err(format!("cache_ttl_secs must be a number, got {value}"));
-    };
-    let secs = if let Some(u) = n.as_u64() {
-        u
-    } else if let Some(i) = n.as_i64() {
-        return Err(format!("cache_ttl_secs must be non-negative, got {i}"));
-    } else {
-        match n.as_f64() {
-            Some(f) if f < 0.0 => {
-                return Err(format!("cache_ttl_secs must be non-negative, got {f}"));
-            }
-            // `as` saturates, so huge values land over the maximum below.
-            Some(f) if f.is_finite() => f as u64,
-            _ => return Err(format!("cache_ttl_secs must be a finite number, got {n}")),
-        }
-    };
-    if secs > MAX_TTL_SECS {
-        return Err(format!(
-            "cache_ttl_secs must be <= {MAX_TTL_SECS}, got {secs}"
-        ));
-    }
-    Ok(Some(secs))
+    crate::parsed::cache_ttl_secs(body)
 }
 
 /// Configuration of the cache subsystem.

@@ -203,6 +203,13 @@ impl StdError for RedisCacheError {
 /// | headers          | `u32` count, each `u32` + name, `u32` + value    |
 /// | body             | `u32` length + bytes; nothing may follow         |
 ///
+/// Streamed answers need nothing more: the cache stores every answer in its JSON form (a
+/// stream is accumulated into the message it is equivalent to, and rendered back for
+/// streaming requests; see [`StreamCodec`](crate::cache::StreamCodec)), so an entry recorded
+/// from a stream is an ordinary version-1 value. Replicas running a release that bypassed
+/// streams read these entries correctly, and entries they wrote serve streaming requests
+/// here. A future format (another version byte) is a miss for this release, never misread.
+///
 /// On a hit, `created_at` is rebuilt from the stored unix time (so `age` is the same whichever
 /// replica stored the entry) and `ttl_secs` is the **remaining** lifetime read with `PTTL` in
 /// the same round trip (rounded down), which is what [`TieredCache`](crate::cache::TieredCache) uses

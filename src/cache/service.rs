@@ -1,6 +1,8 @@
+use std::any::Any;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -10,9 +12,11 @@ use http_body_util::{Either, Full};
 use serde_json::Value;
 use tower_service::Service;
 
-use super::body::{Recorder, ResponseBody};
+use super::body::{Recorder, ResponseBody, store};
+use super::codec::StreamCodec;
+use super::fanout::{Fanout, Recording};
 use super::future::ResponseFuture;
-use super::inflight::Join;
+use super::inflight::{Join, Joined, LeaderGuard};
 use super::layer::{Config, ResponseCacheLayer};
 use super::{
     CacheBackend, CacheEntry, CacheNamespace, CacheScope, CallerIdentity, cache_key_for_request,
@@ -150,14 +154,14 @@ where
     B: CacheBackend,
     ReqBody: Body,
     ReqBody::Error: Into<BoxError>,
-    ResBody: Body,
+    ResBody: Body + Send + 'static,
 {
     let (parts, body) = req.into_parts();
     let bytes = match collect_limited(body, config.body_limit).await {
         Ok(bytes) => bytes,
         Err(err) => return Ok(error_response(ns, err.into())),
     };
-    let parsed = match ParsedBody::parse(bytes) {
+    let parsed = match ParsedBody::parse_max_depth(bytes, config.max_json_depth) {
         Ok(parsed) if parsed.json().is_object() => parsed,
         Ok(_) => {
             let err = ApiError::invalid_request("request body must be a JSON object");
@@ -177,7 +181,14 @@ where
 
     let directives = Directives::from_headers(&parts.headers);
     let streaming = parsed.json().get("stream").and_then(Value::as_bool) == Some(true);
-    let plan = if streaming || ttl == Some(0) || directives.no_store {
+    // A streamed request is cached through its namespace's codec (when streams are on).
+    let codec = if streaming {
+        config.codec(ns).cloned()
+    } else {
+        None
+    };
+    let bypass = (streaming && codec.is_none()) || ttl == Some(0) || directives.no_store;
+    let plan = if bypass {
         None
     } else {
         // The key covers the request as sent, `cache_ttl_secs` included (as in the seed).
@@ -213,25 +224,48 @@ where
 
     let mut guard = None;
     if !directives.no_cache {
+        let codec = codec.as_deref();
         // Nothing will be stored with a zero TTL, so there is nothing to wait for either.
         if config.coalesce && plan.ttl_secs > 0 {
             match config.inflight.join(&plan.key) {
                 Join::Leader(mut leader) => {
-                    if let Some(entry) = config.backend.get(&plan.key).await {
-                        leader.publish(entry.clone());
-                        return Ok(hit(&plan.key, entry));
+                    if let Some(entry) = config.backend.get(&plan.key).await
+                        && let Some(res) = answer(&plan.key, &entry, codec, parsed.json())
+                    {
+                        leader.publish(entry);
+                        return Ok(res);
                     }
                     guard = Some(leader);
                 }
+                Join::Follower(follower) if streaming => {
+                    match follower.wait_stream(config.coalesce_wait).await {
+                        Some(Joined::Entry(entry)) => {
+                            if let Some(res) = answer(&plan.key, &entry, codec, parsed.json()) {
+                                return Ok(res);
+                            }
+                        }
+                        Some(Joined::Live(live)) => {
+                            if let Some(res) = follow::<ResBody, B>(&plan.key, live) {
+                                return Ok(res);
+                            }
+                        }
+                        None => {}
+                    }
+                    // Nothing to share (or too slow, or not joinable): go ourselves.
+                }
                 Join::Follower(follower) => {
-                    if let Some(entry) = follower.wait(config.coalesce_wait).await {
-                        return Ok(hit(&plan.key, entry));
+                    if let Some(entry) = follower.wait(config.coalesce_wait).await
+                        && let Some(res) = answer(&plan.key, &entry, None, parsed.json())
+                    {
+                        return Ok(res);
                     }
                     // The leader had nothing to share (or was too slow): go ourselves.
                 }
             }
-        } else if let Some(entry) = config.backend.get(&plan.key).await {
-            return Ok(hit(&plan.key, entry));
+        } else if let Some(entry) = config.backend.get(&plan.key).await
+            && let Some(res) = answer(&plan.key, &entry, codec, parsed.json())
+        {
+            return Ok(res);
         }
     }
 
@@ -242,6 +276,19 @@ where
     res_parts
         .headers
         .insert(X_CACHE, HeaderValue::from_static("MISS"));
+    if let Some(codec) = codec {
+        if !(is_cacheable(&res_parts, &body, plan.ttl_secs, usize::MAX)
+            && has_content_type(&res_parts.headers, codec.content_type()))
+        {
+            // Not a stream we can store (an error, another content type): passed on as it
+            // is; dropping `guard` releases the coalesced requests.
+            return Ok(Response::from_parts(
+                res_parts,
+                ResponseBody::inner(body, None),
+            ));
+        }
+        return Ok(record_stream(&config, plan, guard, codec, res_parts, body));
+    }
     let recorder =
         is_cacheable(&res_parts, &body, plan.ttl_secs, config.max_entry_bytes).then(|| Recorder {
             backend: Arc::clone(&config.backend),
@@ -260,6 +307,130 @@ where
         res_parts,
         ResponseBody::inner(body, recorder),
     ))
+}
+
+/// Passes a streamed answer on through a [`Fanout`] that records it (stored as its JSON
+/// answer at its clean end) and that concurrent identical streaming requests can join.
+fn record_stream<ResBody, B>(
+    config: &Config<B>,
+    plan: Plan,
+    guard: Option<LeaderGuard>,
+    codec: Arc<dyn StreamCodec>,
+    res_parts: http::response::Parts,
+    body: ResBody,
+) -> Response<ResponseBody<ResBody, B>>
+where
+    ResBody: Body + Send + 'static,
+    B: CacheBackend,
+{
+    let shared = guard.is_some();
+    let status = res_parts.status;
+    let mut entry_headers = stored_headers(&res_parts.headers);
+    let mut follower_headers = entry_headers.clone();
+    follower_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    follower_headers.insert(X_CACHE, HeaderValue::from_static("HIT"));
+    follower_headers.insert(header::AGE, HeaderValue::from(0));
+    // The entry is the JSON answer, whatever content type the stream had.
+    entry_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let backend = Arc::clone(&config.backend);
+    let key = plan.key.clone();
+    let Plan {
+        key: store_key,
+        model,
+        ttl_secs,
+    } = plan;
+    let slot_hold = config.coalesce_wait;
+    let recording = Recording {
+        key: key.clone(),
+        accumulator: codec.accumulator(),
+        store: Box::new(move |json| {
+            let entry = CacheEntry {
+                response_body: json,
+                model,
+                created_at: Instant::now(),
+                ttl_secs: Some(ttl_secs),
+                status,
+                headers: entry_headers,
+            };
+            store(backend, store_key, entry, ttl_secs, guard, slot_hold);
+        }),
+    };
+    let (fanout, reader) = Fanout::start(
+        body,
+        codec,
+        config.max_entry_bytes,
+        Some(recording),
+        (status, follower_headers),
+    );
+    if shared {
+        let weak: Weak<dyn Any + Send + Sync> = Arc::downgrade(&fanout) as _;
+        config.inflight.publish_live(&key, weak);
+    }
+    Response::from_parts(res_parts, ResponseBody::shared(reader))
+}
+
+/// A follower's response: the leader's live stream from its first frame.
+fn follow<ResBody, B>(
+    key: &str,
+    live: Arc<dyn Any + Send + Sync>,
+) -> Option<Response<ResponseBody<ResBody, B>>>
+where
+    ResBody: Body + Send + 'static,
+{
+    let fanout = live.downcast::<Fanout<ResBody>>().ok()?;
+    let reader = fanout.join()?;
+    tracing::debug!(%key, "joined a live stream");
+    let (status, headers) = fanout.head();
+    let mut res = Response::new(ResponseBody::shared(reader));
+    *res.status_mut() = status;
+    *res.headers_mut() = headers;
+    Some(res)
+}
+
+/// The answer to a request from a stored entry: as stored for a JSON request, rendered by
+/// `codec` for a streaming one. `None` when the entry cannot serve the request.
+fn answer<ResBody, B>(
+    key: &str,
+    entry: &CacheEntry,
+    codec: Option<&dyn StreamCodec>,
+    request: &Value,
+) -> Option<Response<ResponseBody<ResBody, B>>> {
+    let Some(codec) = codec else {
+        return Some(hit(key, entry.clone()));
+    };
+    let stream = match codec.render_stream(&entry.response_body, request) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::debug!(%key, error = %err, "cached entry cannot serve this stream; miss");
+            return None;
+        }
+    };
+    let mut res = hit(
+        key,
+        CacheEntry {
+            response_body: stream,
+            ..entry.clone()
+        },
+    );
+    let headers = res.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(codec.content_type()),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Some(res)
+}
+
+/// Whether `headers` has a content type whose media type is `expected`.
+fn has_content_type(headers: &HeaderMap, expected: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case(expected))
 }
 
 /// The request as it goes inward: the (possibly rewritten) bytes as a full body, the parsed

@@ -233,3 +233,49 @@ pub(crate) fn emit(out: &mut BytesMut, event: &Event<'_>) {
         tracing::error!(%err, "failed to serialize a stream event");
     }
 }
+
+/// Every content block type the Anthropic Messages API accepts in `messages[].content`, GA
+/// and beta (from anthropic-sdk-python's `ContentBlockParam` and `BetaContentBlockParam`).
+/// A block of any other type is a `400` naming it, as Anthropic answers; a known type that a
+/// backend cannot take is degraded instead (see [`Degradations`](super::Degradations)).
+///
+/// ```
+/// use tower_llm_bridge::translate::anthropic::{MESSAGE_BLOCK_TYPES, TOOL_RESULT_BLOCK_TYPES};
+///
+/// assert!(MESSAGE_BLOCK_TYPES.contains(&"web_search_tool_result"));
+/// assert!(!MESSAGE_BLOCK_TYPES.contains(&"bogus"));
+/// assert!(TOOL_RESULT_BLOCK_TYPES.contains(&"tool_reference"));
+/// ```
+pub const MESSAGE_BLOCK_TYPES: &[&str] = &[
+    "text",
+    "image",
+    "document",
+    "search_result",
+    "thinking",
+    "redacted_thinking",
+    "tool_use",
+    "tool_result",
+    "server_tool_use",
+    "web_search_tool_result",
+    "web_fetch_tool_result",
+    "advisor_tool_result",
+    "code_execution_tool_result",
+    "bash_code_execution_tool_result",
+    "text_editor_code_execution_tool_result",
+    "tool_search_tool_result",
+    "mcp_tool_use",
+    "mcp_tool_result",
+    "container_upload",
+    "compaction",
+    "mid_conv_system",
+    "fallback",
+];
+
+/// The block types Anthropic accepts inside a `tool_result`'s `content`.
+pub const TOOL_RESULT_BLOCK_TYPES: &[&str] = &[
+    "text",
+    "image",
+    "search_result",
+    "document",
+    "tool_reference",
+];

@@ -89,6 +89,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::chat::stream::{StreamStatus, StreamTranslator};
+use super::responses::stream::ResponsesStreamTranslator;
 use crate::error::ApiError;
 
 pin_project! {
@@ -113,11 +114,16 @@ pin_project! {
             body: B,
         },
         Stream {
+            // `None` once the translated stream is done: a stream ended early (a stop
+            // sequence) drops, and so closes, the upstream stream at once.
             #[pin]
-            body: B,
+            body: Option<B>,
             // Created on the first poll, so constructing the body needs no runtime.
             #[pin]
             idle: Option<Sleep>,
+            // The total deadline, also armed on the first poll.
+            #[pin]
+            total: Option<Sleep>,
             state: Box<StreamState>,
         },
     }
@@ -125,11 +131,13 @@ pin_project! {
 
 #[derive(Debug)]
 struct StreamState {
-    translator: StreamTranslator,
+    translator: Translator,
     out: BytesMut,
     idle_timeout: Option<Duration>,
     /// When the upstream will have been quiet for `idle_timeout`.
     deadline: Option<Instant>,
+    /// The longest the whole stream may last, however lively the upstream.
+    max_duration: Option<Duration>,
     /// Nothing more will be produced: the upstream body is not polled again.
     done: bool,
 }
@@ -151,25 +159,96 @@ impl<B> TranslateBody<B> {
         }
     }
 
-    /// An upstream OpenAI SSE body, translated into Anthropic SSE frame by frame.
+    /// An upstream OpenAI Chat Completions SSE body, translated into Anthropic SSE frame by
+    /// frame.
     ///
     /// With `idle_timeout`, an upstream that sends nothing for that long (measured from the
     /// first poll, then from each upstream frame) ends the stream with a `timeout_error`
     /// event. The timer needs a tokio runtime with time enabled when the body is polled.
     pub fn stream(body: B, translator: StreamTranslator, idle_timeout: Option<Duration>) -> Self {
+        Self::translated(body, Translator::Chat(translator), idle_timeout)
+    }
+
+    /// An upstream OpenAI Responses SSE body, translated into Anthropic SSE frame by frame;
+    /// otherwise as [`TranslateBody::stream`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower_llm_bridge::translate::body::TranslateBody;
+    /// use tower_llm_bridge::translate::responses::stream::ResponsesStreamTranslator;
+    /// use tower_llm_bridge::translate::stream::StreamConfig;
+    ///
+    /// let upstream = Full::new(Bytes::from_static(b"data: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"boom\"}}}\n\n"));
+    /// let translator = ResponsesStreamTranslator::new(StreamConfig::new("claude-sonnet-4-5"));
+    /// let body = TranslateBody::responses_stream(upstream, translator, None);
+    /// let bytes = body.collect().await.unwrap().to_bytes();
+    /// assert!(bytes.starts_with(b"event: error\n"));
+    /// assert!(bytes.ends_with(b"\"message\":\"boom\"}}\n\n"));
+    /// # }
+    /// ```
+    pub fn responses_stream(
+        body: B,
+        translator: ResponsesStreamTranslator,
+        idle_timeout: Option<Duration>,
+    ) -> Self {
+        Self::translated(body, Translator::Responses(translator), idle_timeout)
+    }
+
+    fn translated(body: B, translator: Translator, idle_timeout: Option<Duration>) -> Self {
         Self {
             kind: Kind::Stream {
-                body,
+                body: Some(body),
                 idle: None,
+                total: None,
                 state: Box::new(StreamState {
                     translator,
                     out: BytesMut::new(),
                     idle_timeout,
                     deadline: None,
+                    max_duration: None,
                     done: false,
                 }),
             },
         }
+    }
+
+    /// Ends a translated stream with a `timeout_error` event once it has lasted `limit` in
+    /// total (from the first poll), even while the upstream keeps sending: its SSE comments
+    /// and events keep the idle timer alive, so this bounds a stream that never finishes.
+    /// No effect on the other kinds.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use futures_util::StreamExt;
+    /// use http_body::Frame;
+    /// use http_body_util::{BodyExt, StreamBody};
+    /// use tower_llm_bridge::translate::body::TranslateBody;
+    /// use tower_llm_bridge::translate::stream::{StreamConfig, StreamTranslator};
+    ///
+    /// // A keep-alive comment every second, forever.
+    /// let upstream = StreamBody::new(futures_util::stream::repeat(()).then(|()| async {
+    ///     tokio::time::sleep(Duration::from_secs(1)).await;
+    ///     Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(b": keep-alive\n\n")))
+    /// }));
+    /// let translator = StreamTranslator::new(StreamConfig::new("claude-sonnet-4-5"));
+    /// let body = TranslateBody::stream(upstream, translator, Some(Duration::from_secs(5)))
+    ///     .max_duration(Some(Duration::from_secs(60)));
+    /// let bytes = body.collect().await.unwrap().to_bytes();
+    /// assert!(bytes.ends_with(b"\"message\":\"the stream lasted longer than 60 s\"}}\n\n"));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn max_duration(mut self, limit: Option<Duration>) -> Self {
+        if let Kind::Stream { state, .. } = &mut self.kind {
+            state.max_duration = limit;
+        }
+        self
     }
 
     /// For a translated stream, whether it is still going, completed (`message_stop` sent)
@@ -199,6 +278,7 @@ where
             KindProj::Stream {
                 mut body,
                 mut idle,
+                mut total,
                 state,
             } => {
                 if let (Some(timeout), None) = (state.idle_timeout, idle.as_ref().get_ref()) {
@@ -206,11 +286,35 @@ where
                     state.deadline = Some(deadline);
                     idle.set(Some(tokio::time::sleep_until(deadline)));
                 }
+                if let (Some(limit), None) = (state.max_duration, total.as_ref().get_ref()) {
+                    total.set(Some(tokio::time::sleep(limit)));
+                }
                 loop {
-                    if state.done {
-                        return Poll::Ready(None);
-                    }
-                    match body.as_mut().poll_frame(cx) {
+                    let upstream = match body.as_mut().as_pin_mut() {
+                        Some(upstream) if !state.done => upstream,
+                        _ => return Poll::Ready(None),
+                    };
+                    // Checked before every upstream poll: an upstream that is never
+                    // `Pending` (a fast endless stream) must not escape the deadline.
+                    let over = total
+                        .as_mut()
+                        .as_pin_mut()
+                        .is_some_and(|sleep| sleep.poll(cx).is_ready());
+                    let polled = if over {
+                        let limit = state.max_duration.unwrap_or_default();
+                        state.translator.fail(
+                            &ApiError::gateway_timeout(format!(
+                                "the stream lasted longer than {} s",
+                                limit.as_secs()
+                            )),
+                            &mut state.out,
+                        );
+                        None
+                    } else {
+                        Some(upstream.poll_frame(cx))
+                    };
+                    match polled.unwrap_or(Poll::Ready(None)) {
+                        _ if over => {}
                         Poll::Ready(Some(Ok(frame))) => {
                             if let Some(timeout) = state.idle_timeout {
                                 // Only a timestamp per frame: the timer itself is moved
@@ -248,6 +352,11 @@ where
                     // `finish` and `fail` always end the translator, so an ended or failed
                     // upstream body is never polled again.
                     state.done = state.translator.status().is_done();
+                    if state.done {
+                        // Never polled again: dropping it closes the upstream stream now
+                        // (a stop sequence may end the answer before the upstream does).
+                        body.set(None);
+                    }
                     if !state.out.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(state.out.split().freeze()))));
                     }
@@ -271,6 +380,43 @@ where
             }
             Kind::Passthrough { body } => body.size_hint(),
             Kind::Stream { .. } => SizeHint::default(),
+        }
+    }
+}
+
+/// The stream translator of the upstream's wire.
+#[derive(Debug)]
+enum Translator {
+    Chat(StreamTranslator),
+    Responses(ResponsesStreamTranslator),
+}
+
+impl Translator {
+    fn push(&mut self, upstream: &[u8], out: &mut BytesMut) {
+        match self {
+            Self::Chat(t) => t.push(upstream, out),
+            Self::Responses(t) => t.push(upstream, out),
+        }
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        match self {
+            Self::Chat(t) => t.finish(out),
+            Self::Responses(t) => t.finish(out),
+        }
+    }
+
+    fn fail(&mut self, err: &ApiError, out: &mut BytesMut) {
+        match self {
+            Self::Chat(t) => t.fail(err, out),
+            Self::Responses(t) => t.fail(err, out),
+        }
+    }
+
+    fn status(&self) -> StreamStatus {
+        match self {
+            Self::Chat(t) => t.status(),
+            Self::Responses(t) => t.status(),
         }
     }
 }

@@ -88,7 +88,9 @@ mod config;
 mod degraded;
 mod future;
 mod layer;
+pub mod responses;
 mod service;
+mod stop;
 pub mod tokens;
 mod tool_args;
 mod upstream_error;
@@ -102,8 +104,11 @@ pub use config::{MaxTokensCaps, ModelMap, ReasoningModels, TranslateOptions};
 pub use degraded::Degradations;
 pub use future::ResponseFuture;
 pub use layer::{
-    AnthropicToOpenAiLayer, DEFAULT_BODY_LIMIT, DEFAULT_RESPONSE_LIMIT, InvalidUpstreamPath,
+    AnthropicToOpenAiLayer, AnthropicToResponsesLayer, DEFAULT_BODY_LIMIT, DEFAULT_RESPONSE_LIMIT,
+    InvalidUpstreamPath,
 };
 pub use request::{TranslatedRequest, translate_request};
-pub use service::{AnthropicToOpenAi, DEGRADED_HEADER, remove_client_credentials};
+pub use service::{
+    AnthropicToOpenAi, AnthropicToResponses, DEGRADED_HEADER, remove_client_credentials,
+};
 pub use stream::{StreamConfig, StreamStatus, StreamTranslator};

@@ -10,15 +10,19 @@ use http_body_util::{Either, Full};
 use tower_service::Service;
 
 use super::body::TranslateBody;
-use super::chat::request::{Degradations, TranslatedRequest, translate_request};
-use super::chat::response::{ResponseContext, translate_error, translate_response};
+use super::chat::request::{Degradations, TranslatedRequest};
+use super::chat::response::{ResponseContext, TranslatedResponse, translate_error};
 use super::chat::stream::{StreamConfig, StreamTranslator};
 use super::future::ResponseFuture;
-use super::layer::Config;
+use super::layer::{Config, Wire};
+use super::responses::stream::ResponsesStreamTranslator;
+use super::{chat, responses};
 use crate::BoxError;
 use crate::error::ApiError;
 use crate::ids::new_id;
-use crate::parsed::{CollectError, ParsedBody, collect_limited, collect_limited_idle};
+use crate::parsed::{
+    CollectError, ParsedBody, cache_ttl_secs, collect_limited, collect_limited_idle,
+};
 use crate::report::{ModelSlot, UsageSlot};
 
 /// The response header listing what a translation could not carry over.
@@ -97,6 +101,63 @@ where
     }
 }
 
+/// Middleware that serves `POST /v1/messages` from an OpenAI Responses service.
+///
+/// Made by [`AnthropicToResponsesLayer`](super::AnthropicToResponsesLayer); it shares the
+/// chat wire's request handling and returns the same body and future types.
+#[derive(Clone, Debug)]
+pub struct AnthropicToResponses<S> {
+    inner: AnthropicToOpenAi<S>,
+}
+
+impl<S> AnthropicToResponses<S> {
+    /// Wraps `inner` with the default settings.
+    pub fn new(inner: S) -> Self {
+        let layer = super::AnthropicToResponsesLayer::new();
+        tower_layer::Layer::layer(&layer, inner)
+    }
+
+    pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
+        Self {
+            inner: AnthropicToOpenAi::from_config(inner, config),
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        self.inner.get_ref()
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        self.inner.get_mut()
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner.into_inner()
+    }
+}
+
+impl<S, ReqBody> Service<Request<ReqBody>> for AnthropicToResponses<S>
+where
+    AnthropicToOpenAi<S>: Service<Request<ReqBody>>,
+{
+    type Response = <AnthropicToOpenAi<S> as Service<Request<ReqBody>>>::Response;
+    type Error = <AnthropicToOpenAi<S> as Service<Request<ReqBody>>>::Error;
+    type Future = <AnthropicToOpenAi<S> as Service<Request<ReqBody>>>::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        self.inner.call(req)
+    }
+}
+
 fn is_messages_request<B>(req: &Request<B>) -> bool {
     req.method() == Method::POST && req.uri().path() == "/v1/messages"
 }
@@ -117,12 +178,21 @@ where
     // Parse once: a layer further out (the cache) may have read and parsed the body already.
     let parsed = match parts.extensions.remove::<ParsedBody>() {
         Some(parsed) => parsed,
-        None => match read_json(body, config.body_limit).await {
+        None => match read_json(body, config.body_limit, config.max_json_depth).await {
             Ok(parsed) => parsed,
             Err(err) => return Ok(error_response(err)),
         },
     };
-    let translated = match translate_request(parsed.json(), &config.options) {
+    // The cache's per-request setting: checked the same whether or not a cache is in front
+    // (the translated request never carries it upstream).
+    if let Err(message) = cache_ttl_secs(parsed.json()) {
+        return Ok(error_response(ApiError::invalid_request(message)));
+    }
+    let translated = match config.wire {
+        Wire::Chat => chat::request::translate_request(parsed.json(), &config.options),
+        Wire::Responses => responses::request::translate_request(parsed.json(), &config.options),
+    };
+    let translated = match translated {
         Ok(translated) => translated,
         Err(err) => return Ok(error_response(err)),
     };
@@ -172,12 +242,30 @@ where
         return Ok(error_response(err));
     }
 
+    if stream && let Some(err) = not_an_event_stream(&res_parts.headers) {
+        // Nothing has been sent yet: an honest status beats a 200 with an error event. The
+        // body is drained (bounded) so the connection can be reused.
+        let _ = read_upstream_body(res_body, ERROR_BODY_LIMIT, config.stream_idle_timeout).await;
+        tracing::info!(%err, "upstream answered a stream request without an event stream");
+        return Ok(error_response(err));
+    }
     if stream {
         let mut stream_config = StreamConfig::new(client_model);
         stream_config.stop_sequences = stop_sequences;
         stream_config.usage_slot = usage_slot;
-        let translator = StreamTranslator::new(stream_config);
-        let body = TranslateBody::stream(res_body, translator, config.stream_idle_timeout);
+        let body = match config.wire {
+            Wire::Chat => TranslateBody::stream(
+                res_body,
+                StreamTranslator::new(stream_config),
+                config.stream_idle_timeout,
+            ),
+            Wire::Responses => TranslateBody::responses_stream(
+                res_body,
+                ResponsesStreamTranslator::new(stream_config),
+                config.stream_idle_timeout,
+            ),
+        }
+        .max_duration(config.stream_max_duration);
         let mut res = Response::new(body);
         let headers = res.headers_mut();
         headers.insert(
@@ -199,7 +287,11 @@ where
         client_model: &client_model,
         stop_sequences: &stop_sequences,
     };
-    match translate_response(&bytes, &context) {
+    let translated: Result<TranslatedResponse, ApiError> = match config.wire {
+        Wire::Chat => chat::response::translate_response(&bytes, &context),
+        Wire::Responses => responses::response::translate_response(&bytes, &context),
+    };
+    match translated {
         Ok(mut translated) => {
             translated.degraded.extend(&degraded);
             if let Some(slot) = &usage_slot {
@@ -216,6 +308,30 @@ where
         }
         Err(err) => Ok(error_response(err)),
     }
+}
+
+/// `502` when a successful answer to a stream request declares a type other than
+/// `text/event-stream` (an HTML page, a JSON completion from a backend that ignored
+/// `stream`). An answer without a type is given the benefit of the doubt: the stream
+/// translator turns what is not SSE into an error event.
+fn not_an_event_stream(headers: &HeaderMap) -> Option<ApiError> {
+    let value = headers.get(header::CONTENT_TYPE)?;
+    let essence = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    (essence != "text/event-stream").then(|| {
+        ApiError::bad_gateway(format!(
+            "the upstream answered a streaming request with {}, not an event stream",
+            if essence.is_empty() {
+                "an unreadable content type"
+            } else {
+                &essence
+            }
+        ))
+    })
 }
 
 /// Reads a whole upstream body of at most `limit` bytes. With `idle` set, an upstream that
@@ -242,7 +358,7 @@ where
         })
 }
 
-async fn read_json<B>(body: B, limit: usize) -> Result<ParsedBody, ApiError>
+async fn read_json<B>(body: B, limit: usize, max_json_depth: usize) -> Result<ParsedBody, ApiError>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -251,7 +367,7 @@ where
     if bytes.is_empty() {
         return Err(ApiError::invalid_request("request body is empty"));
     }
-    ParsedBody::parse(bytes)
+    ParsedBody::parse_max_depth(bytes, max_json_depth)
         .map_err(|err| ApiError::invalid_request(format!("request body is not valid JSON: {err}")))
 }
 

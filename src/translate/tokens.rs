@@ -31,6 +31,8 @@
 
 use serde_json::{Map, Value};
 
+use super::anthropic::{MESSAGE_BLOCK_TYPES, TOOL_RESULT_BLOCK_TYPES};
+use super::validate::check_block_type;
 use crate::error::ApiError;
 
 /// Tokens added for every message (role marker and turn separators).
@@ -93,7 +95,7 @@ pub fn estimate_input_tokens(body: &Value) -> Result<u64, ApiError> {
         Some(Value::String(text)) => count.text(text),
         Some(Value::Array(blocks)) => {
             for (i, block) in blocks.iter().enumerate() {
-                count.block(block, &|| format!("system.{i}"))?;
+                count.block(block, &["text"], &|| format!("system.{i}"))?;
             }
         }
         Some(_) => return Err(invalid("system: must be a string or an array of blocks")),
@@ -202,7 +204,9 @@ impl Count {
             }
             Some(Value::Array(blocks)) => {
                 for (j, block) in blocks.iter().enumerate() {
-                    self.block(block, &|| format!("messages.{i}.content.{j}"))?;
+                    self.block(block, MESSAGE_BLOCK_TYPES, &|| {
+                        format!("messages.{i}.content.{j}")
+                    })?;
                 }
                 Ok(())
             }
@@ -213,7 +217,12 @@ impl Count {
     }
 
     /// Counts one content block; `at` names it in errors (built only on the error path).
-    fn block(&mut self, block: &Value, at: &dyn Fn() -> String) -> Result<(), ApiError> {
+    fn block(
+        &mut self,
+        block: &Value,
+        known: &[&str],
+        at: &dyn Fn() -> String,
+    ) -> Result<(), ApiError> {
         let Some(block) = block.as_object() else {
             return Err(invalid(format!("{}: must be an object", at())));
         };
@@ -224,6 +233,11 @@ impl Count {
             }
             Some(_) => return Err(invalid(format!("{}.type: must be a string", at()))),
         };
+        // A type Anthropic does not know is a 400 there too (count_tokens validates as
+        // messages does).
+        if let Err(problem) = check_block_type(kind, known) {
+            return Err(invalid(format!("{}.type: {problem}", at())));
+        }
         match kind {
             "text" => match block.get("text") {
                 Some(Value::String(text)) => self.text(text),
@@ -247,7 +261,9 @@ impl Count {
                 Some(Value::String(text)) => self.text(text),
                 Some(Value::Array(parts)) => {
                     for (k, part) in parts.iter().enumerate() {
-                        self.block(part, &|| format!("{}.content.{k}", at()))?;
+                        self.block(part, TOOL_RESULT_BLOCK_TYPES, &|| {
+                            format!("{}.content.{k}", at())
+                        })?;
                     }
                 }
                 Some(_) => {
@@ -494,6 +510,29 @@ mod tests {
                 {"type": "redacted_thinking", "data": "opaque"},
                 {"type": "text", "text": "a"}]}]}));
         assert_eq!(plain, thinking);
+    }
+
+    #[test]
+    fn block_types_anthropic_does_not_know_are_a_400() {
+        let message = error(user(
+            json!([{"type": "text", "text": "a"}, {"type": "bogus"}]),
+        ));
+        assert!(
+            message.starts_with("messages.0.content.1.type: Input tag 'bogus' found using 'type'"),
+            "{message}"
+        );
+        let message = error(user(json!([{"type": "tool_result", "tool_use_id": "t",
+            "content": [{"type": "thinking", "thinking": "no"}]}])));
+        assert!(
+            message.starts_with("messages.0.content.0.content.0.type: Input tag 'thinking'"),
+            "{message}"
+        );
+        let message = error(json!({"model": "m", "system": [{"type": "image"}],
+            "messages": [{"role": "user", "content": "x"}]}));
+        assert!(
+            message.starts_with("system.0.type: Input tag 'image'"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -26,7 +26,11 @@ pub fn parse_tool_arguments(arguments: Option<&str>) -> (Value, bool) {
     if trimmed.is_empty() || trimmed == "null" {
         return (Value::Object(Map::new()), true);
     }
-    match serde_json::from_str::<Value>(trimmed) {
+    // Arguments for a deep schema are as deep: bounded like a request body, not at 128.
+    match crate::parsed::from_slice_max_depth::<Value>(
+        trimmed.as_bytes(),
+        crate::parsed::DEFAULT_MAX_JSON_DEPTH,
+    ) {
         Ok(object @ Value::Object(_)) => (object, true),
         _ => {
             let mut kept = Map::new();

@@ -69,10 +69,13 @@ pub fn translate_error(
     retry_after: Option<&HeaderValue>,
     body: &[u8],
 ) -> ApiError {
-    let message = serde_json::from_slice::<OpenAiErrorBody>(body)
-        .ok()
-        .and_then(|parsed| parsed.message_text())
-        .unwrap_or_else(|| format!("upstream returned HTTP {}", status.as_u16()));
+    let message = crate::parsed::from_slice_max_depth::<OpenAiErrorBody>(
+        body,
+        crate::parsed::DEFAULT_MAX_JSON_DEPTH,
+    )
+    .ok()
+    .and_then(|parsed| parsed.message_text())
+    .unwrap_or_else(|| format!("upstream returned HTTP {}", status.as_u16()));
     ApiError::from_upstream_status(status, message).with_retry_after(retry_after.cloned())
 }
 

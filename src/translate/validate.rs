@@ -11,6 +11,7 @@ use std::fmt;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use super::anthropic::{MESSAGE_BLOCK_TYPES, TOOL_RESULT_BLOCK_TYPES};
 use super::degraded::Degradations;
 use crate::error::ApiError;
 
@@ -483,18 +484,56 @@ pub(crate) fn system_text<'a>(
     }
 }
 
+/// A block of `messages[].content`: its type and fields. A type Anthropic does not know is
+/// a `400` naming the field, as Anthropic answers.
 pub(crate) fn block_type<'a>(
     block: &'a Value,
     path: &Path<'_>,
+) -> Result<(&'a str, &'a Map<String, Value>), ApiError> {
+    typed_block(block, path, MESSAGE_BLOCK_TYPES)
+}
+
+/// A block of a `tool_result`'s `content`, which takes fewer types.
+pub(crate) fn tool_result_block_type<'a>(
+    block: &'a Value,
+    path: &Path<'_>,
+) -> Result<(&'a str, &'a Map<String, Value>), ApiError> {
+    typed_block(block, path, TOOL_RESULT_BLOCK_TYPES)
+}
+
+fn typed_block<'a>(
+    block: &'a Value,
+    path: &Path<'_>,
+    known: &[&str],
 ) -> Result<(&'a str, &'a Map<String, Value>), ApiError> {
     let Some(fields) = block.as_object() else {
         return Err(invalid(path, "must be an object"));
     };
     match fields.get("type") {
-        Some(Value::String(kind)) => Ok((kind.as_str(), fields)),
+        Some(Value::String(kind)) => match check_block_type(kind, known) {
+            Ok(()) => Ok((kind.as_str(), fields)),
+            Err(problem) => Err(invalid(path.field("type"), problem)),
+        },
         None | Some(Value::Null) => Err(invalid(path.field("type"), "field required")),
         Some(_) => Err(invalid(path.field("type"), "must be a string")),
     }
+}
+
+/// `Ok` for a type in `known`, else the problem in the words Anthropic uses (pydantic's
+/// discriminated-union message), with the client's tag cut short.
+pub(crate) fn check_block_type(kind: &str, known: &[&str]) -> Result<(), String> {
+    if known.contains(&kind) {
+        return Ok(());
+    }
+    let shown: String = kind.chars().take(64).collect();
+    let expected = known
+        .iter()
+        .map(|tag| format!("'{tag}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(format!(
+        "Input tag '{shown}' found using 'type' does not match any of the expected tags: {expected}"
+    ))
 }
 
 pub(crate) fn text_field<'a>(

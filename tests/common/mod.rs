@@ -385,7 +385,8 @@ async fn handle(
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
         headers: parts.headers,
-        body: serde_json::from_slice(&raw).unwrap_or(Value::Null),
+        // Past serde_json's 128 levels: tests send deep tool schemas on purpose.
+        body: tower_llm_bridge::parsed::from_slice_max_depth(&raw, 4096).unwrap_or(Value::Null),
         raw,
     };
     let reply = {

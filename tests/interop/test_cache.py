@@ -8,8 +8,8 @@ import time
 import anthropic
 import pytest
 
-from helpers import SONNET
-from mock_upstream import chat_stream, completion, openai_error
+from helpers import SONNET, WEATHER_TOOL, check_event_grammar
+from mock_upstream import chat_stream, completion, openai_error, split_every
 
 
 def _ask(client, nonce, max_tokens=64, **extra):
@@ -136,10 +136,104 @@ def test_invalid_cache_ttl_secs_is_400(client, mock, nonce, ttl):
     assert mock.calls == []
 
 
+def _stream(client, nonce, **extra):
+    with client.messages.stream(
+        model=SONNET,
+        max_tokens=256,
+        messages=[{"role": "user", "content": f"Weather in Lyon? {nonce}"}],
+        timeout=8.0,
+        **extra,
+    ) as stream:
+        headers = stream.response.headers
+        events = list(stream)
+        final = stream.get_final_message()
+    check_event_grammar(events)
+    return headers, final
+
+
+def test_a_streamed_answer_is_cached_and_replayed_to_the_sdk(client, mock, nonce):
+    # messages.stream() twice: the second is a HIT with the same final message (text, tool
+    # input, stop reason, usage), without calling the upstream.
+    args = '{"city": "Lyon", "days": [1, 2], "note": "quote \\" and é"}'
+    deltas = [{"content": piece} for piece in split_every("Let me check the weather.", 4)]
+    deltas.append({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                   "function": {"name": "get_weather", "arguments": ""}}]})
+    deltas += [{"tool_calls": [{"index": 0, "function": {"arguments": f}}]} for f in split_every(args, 5)]
+    mock.script(chat_stream(deltas, finish_reason="tool_calls", prompt_tokens=30, completion_tokens=21, delay=0.01))
+
+    h1, first = _stream(client, nonce, tools=[WEATHER_TOOL])
+    h2, second = _stream(client, nonce, tools=[WEATHER_TOOL])
+
+    assert (h1.get("x-cache"), h2.get("x-cache")) == ("MISS", "HIT")
+    assert h2.get("age") is not None
+    assert h2["content-type"].startswith("text/event-stream")
+    assert [b.model_dump() for b in second.content] == [b.model_dump() for b in first.content]
+    assert first.content[0].text == "Let me check the weather."
+    assert first.content[1].input == {"city": "Lyon", "days": [1, 2], "note": 'quote " and é'}
+    assert (second.stop_reason, second.stop_sequence) == (first.stop_reason, first.stop_sequence) == ("tool_use", None)
+    assert second.usage.model_dump() == first.usage.model_dump()
+    assert second.usage.output_tokens == 21
+    assert len(mock.calls) == 1, "the replay never reached the upstream"
+
+    # A JSON request for the same thing is answered from the streamed entry.
+    r = client.messages.with_raw_response.create(
+        model=SONNET,
+        max_tokens=256,
+        tools=[WEATHER_TOOL],
+        messages=[{"role": "user", "content": f"Weather in Lyon? {nonce}"}],
+    )
+    assert r.headers.get("x-cache") == "HIT"
+    message = r.parse()
+    assert [b.model_dump() for b in message.content] == [b.model_dump() for b in first.content]
+    assert len(mock.calls) == 1
+
+
+def test_a_cut_stream_is_not_cached(client, mock, nonce):
+    mock.script(
+        chat_stream([{"content": "partial "}, {"content": "answer"}], cut_after=2),
+        chat_stream([{"content": "whole answer"}]),
+    )
+    with pytest.raises(anthropic.APIError):
+        _stream(client, nonce)
+    h, final = _stream(client, nonce)
+    assert h.get("x-cache") == "MISS"
+    assert final.content[0].text == "whole answer"
+    assert len(mock.calls) == 2
+
+
+def test_concurrent_identical_streams_share_one_upstream_stream(client, mock, nonce):
+    # Three SDK streams at once while the upstream streams slowly: one upstream call, every
+    # client the same final message.
+    mock.script(*[chat_stream([{"content": p} for p in split_every("shared live stream", 2)], delay=0.05)
+                  for _ in range(3)])
+    barrier = threading.Barrier(3, timeout=5)
+    results: list = [None] * 3
+
+    def run(i):
+        barrier.wait()
+        try:
+            results[i] = _stream(client, nonce)
+        except Exception as e:  # surfaced by the assertions below
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=15)
+    assert not any(t.is_alive() for t in threads)
+    for r in results:
+        assert not isinstance(r, Exception), r
+        assert r[1].content[0].text == "shared live stream"
+    assert sorted(r[0].get("x-cache") for r in results) == ["HIT", "HIT", "MISS"]
+    assert len(mock.calls) == 1, f"{len(mock.calls)} upstream calls for 3 identical concurrent streams"
+
+
 def test_streaming_request_after_a_cached_identical_one_still_streams(client, mock, nonce):
     # The cache key leaves `stream` out (SPEC §33): a streaming client asking what was just
-    # cached from a JSON request must still get an SSE stream the SDK can read, never the JSON.
-    mock.script(completion("4", completion_tokens=1), chat_stream([{"content": "4"}], completion_tokens=1))
+    # cached from a JSON request gets that answer rendered as an SSE stream the SDK can read,
+    # never the JSON.
+    mock.script(completion("4", completion_tokens=1))
     first = _ask(client, nonce)
     assert first.headers.get("x-cache") == "MISS"
     with client.messages.stream(
@@ -149,10 +243,13 @@ def test_streaming_request_after_a_cached_identical_one_still_streams(client, mo
         timeout=8.0,
     ) as stream:
         assert stream.response.headers["content-type"].startswith("text/event-stream")
+        assert stream.response.headers["x-cache"] == "HIT"
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == "4"
     assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens == 1
+    assert len(mock.calls) == 1
     # and the JSON client after the stream still gets JSON (from the cache)
     third = _ask(client, nonce)
     assert third.headers.get("x-cache") == "HIT"

@@ -212,6 +212,15 @@ pub enum BodyPlan {
     },
     /// Some bytes, then the client closes its socket without reading.
     Vanish(Vec<u8>),
+    /// `chunk` bytes at a time with a pause before each chunk: a steady rate.
+    Paced {
+        /// The bytes to send.
+        bytes: Vec<u8>,
+        /// How many per write.
+        chunk: usize,
+        /// The pause before each write.
+        every: Duration,
+    },
 }
 
 /// Writes `head` then the body per `plan` while reading the response, until the response is
@@ -247,6 +256,21 @@ pub async fn raw_exchange(
                 for byte in bytes {
                     tokio::time::sleep(every).await;
                     if writer.write_all(&[byte]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            BodyPlan::Paced {
+                bytes,
+                chunk,
+                every,
+            } => {
+                // Paced against the clock, so slow writes do not lower the rate.
+                let start = tokio::time::Instant::now();
+                for (i, piece) in bytes.chunks(chunk.max(1)).enumerate() {
+                    let due = start + every * u32::try_from(i + 1).unwrap_or(u32::MAX);
+                    tokio::time::sleep_until(due).await;
+                    if writer.write_all(piece).await.is_err() {
                         break;
                     }
                 }

@@ -5,6 +5,7 @@
 use bytes::BytesMut;
 use serde_json::{Value, json};
 use tower_llm_bridge::sse::SseDecoder;
+use tower_llm_bridge::translate::responses::stream::ResponsesStreamTranslator;
 use tower_llm_bridge::translate::stream::{StreamConfig, StreamTranslator};
 
 pub const MODEL: &str = "claude-sonnet-4-5";
@@ -102,17 +103,33 @@ pub fn normalise(mut events: Vec<Value>) -> Vec<Value> {
     events
 }
 
+/// Runs the Responses translator over `pieces` then `finish`, returning the raw output.
+pub fn translate_responses_pieces(config: StreamConfig, pieces: &[&[u8]]) -> Vec<u8> {
+    let mut translator = ResponsesStreamTranslator::new(config);
+    let mut out = BytesMut::new();
+    for piece in pieces {
+        translator.push(piece, &mut out);
+    }
+    translator.finish(&mut out);
+    out.to_vec()
+}
+
 /// Translates `input` whole, split at every byte offset, and one byte at a time; asserts the
 /// decoded event sequences are identical and returns them.
 pub fn translate_all_ways(make_config: impl Fn() -> StreamConfig, input: &[u8]) -> Vec<Value> {
-    let whole = normalise(decode(&translate_pieces(make_config(), &[input])));
+    translate_all_ways_with(|pieces| translate_pieces(make_config(), pieces), input)
+}
+
+/// [`translate_all_ways`] for any translator: `run` translates the pieces in order.
+pub fn translate_all_ways_with(run: impl Fn(&[&[u8]]) -> Vec<u8>, input: &[u8]) -> Vec<Value> {
+    let whole = normalise(decode(&run(&[input])));
     for at in 0..=input.len() {
         let (a, b) = input.split_at(at);
-        let split = normalise(decode(&translate_pieces(make_config(), &[a, b])));
+        let split = normalise(decode(&run(&[a, b])));
         assert_eq!(split, whole, "split at byte {at}");
     }
     let bytes: Vec<&[u8]> = input.chunks(1).collect();
-    let bytewise = normalise(decode(&translate_pieces(make_config(), &bytes)));
+    let bytewise = normalise(decode(&run(&bytes)));
     assert_eq!(bytewise, whole, "one byte at a time");
     whole
 }
@@ -126,6 +143,8 @@ pub struct Reconstructed {
     pub usage: Option<Value>,
     /// The error object, when the stream ended with `event: error`.
     pub error: Option<Value>,
+    /// The signature of each thinking block, in order (`""` from chat backends).
+    pub signatures: Vec<String>,
 }
 
 #[derive(Debug, PartialEq, Eq, Clone)]
@@ -231,7 +250,8 @@ pub fn check_grammar(events: &[Value]) -> Reconstructed {
                         text.push_str(delta["thinking"].as_str().expect("thinking"))
                     }
                     (Block::Thinking(_), Some("signature_delta")) => {
-                        assert_eq!(delta["signature"], "");
+                        let signature = delta["signature"].as_str().expect("signature");
+                        result.signatures.push(signature.to_owned());
                         signed = true;
                     }
                     (Block::Text(text), Some("text_delta")) => {

@@ -40,7 +40,7 @@ pub use crate::translate::degraded::Degradations;
 pub use crate::translate::validate::MAX_TOKENS_LIMIT;
 use crate::translate::validate::{
     self, CompactJson, ImageSource, Path, block_type, field_str, invalid, reasoning_effort,
-    sampling_param, system_text, text_field,
+    sampling_param, system_text, text_field, tool_result_block_type,
 };
 
 /// OpenAI accepts at most four stop sequences.
@@ -289,9 +289,7 @@ fn build_chat_request<'a>(
     validate::top_k(fields, degraded)?;
 
     let requested = validate::stop_sequences(fields)?;
-    if requested.len() > MAX_STOP_SEQUENCES {
-        degraded.add("stop_sequences");
-    }
+    // Beyond the four the upstream takes, stop sequences are enforced on the answer.
     let stop = (!requested.is_empty()).then_some(StopSequences { requested });
 
     let stream = validate::stream(fields)?;
@@ -459,7 +457,7 @@ impl<'a> MessageConverter<'_, 'a> {
                 let mut parts = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     let path = content_path.index(i);
-                    let (kind, item) = block_type(item, &path)?;
+                    let (kind, item) = tool_result_block_type(item, &path)?;
                     match kind {
                         "text" => parts.push(Part::Text {
                             text: Cow::Borrowed(text_field(item, &path)?),

@@ -25,6 +25,7 @@ use super::models::{
 use super::request::Degradations;
 use crate::error::{ApiError, to_json_bytes};
 use crate::ids::new_id;
+use crate::translate::stop::cut_blocks;
 pub use crate::translate::tool_args::{RAW_ARGUMENTS_KEY, parse_tool_arguments};
 pub use crate::translate::upstream_error::translate_error;
 
@@ -57,21 +58,28 @@ pub fn translate_response(
     body: &[u8],
     context: &ResponseContext<'_>,
 ) -> Result<TranslatedResponse, ApiError> {
-    let completion: ChatCompletion = serde_json::from_slice(body).map_err(|err| {
-        ApiError::bad_gateway(format!("upstream returned an invalid completion: {err}"))
-    })?;
+    let completion: ChatCompletion =
+        crate::parsed::from_slice_max_depth(body, crate::parsed::DEFAULT_MAX_JSON_DEPTH).map_err(
+            |err| ApiError::bad_gateway(format!("upstream returned an invalid completion: {err}")),
+        )?;
     let mut degraded = Degradations::default();
     let usage = completion.usage.unwrap_or_default().to_anthropic();
     let Some(choice) = completion.choices.into_iter().next() else {
         return Err(ApiError::bad_gateway("upstream completion has no choices"));
     };
-    let (mut stop_reason, stop_sequence) = StopReason::from_finish(
+    let (stop_reason, stop_sequence) = StopReason::from_finish(
         choice.finish_reason.as_deref(),
         choice.matched_stop_sequence(),
         choice.message.content.as_deref().unwrap_or(""),
         context.stop_sequences,
     );
-    let content = content_blocks(choice.message, &mut degraded);
+    let mut content = content_blocks(choice.message, &mut degraded);
+    // Stop sequences are enforced here too: the upstream took at most four of them, and some
+    // servers leave the matched sequence in the text.
+    let (mut stop_reason, stop_sequence) = match cut_blocks(&mut content, context.stop_sequences) {
+        Some(sequence) => (StopReason::StopSequence, Some(sequence)),
+        None => (stop_reason, stop_sequence),
+    };
     let has_tool_use = content
         .iter()
         .any(|block| matches!(block, ContentBlock::ToolUse { .. }));

@@ -97,8 +97,9 @@ use crate::sse::{self, SseDecoder, SseError, SseEvent};
 
 use super::models::{ChatCompletionChunk, StopReason, ToolCall, Usage};
 use crate::translate::anthropic::{
-    BlockDelta, BlockStart, Empty, Event, MessageDelta, StartMessage, emit,
+    AnthropicUsage, BlockDelta, BlockStart, Empty, Event, MessageDelta, StartMessage, emit,
 };
+use crate::translate::stop::StopScanner;
 use crate::translate::tool_args::JsonScan;
 use crate::translate::upstream_error::upstream_error;
 
@@ -178,6 +179,7 @@ impl StreamTranslator {
             .map(String::len)
             .max()
             .unwrap_or(0);
+        let scanner = StopScanner::new(&config.stop_sequences);
         Self {
             decoder: SseDecoder::new().with_max_event_size(config.max_event_size),
             core: Core {
@@ -192,6 +194,9 @@ impl StreamTranslator {
                 tail: String::new(),
                 tail_cap,
                 tool_opened: false,
+                reported: None,
+                scanner,
+                emitted_bytes: 0,
             },
         }
     }
@@ -208,6 +213,17 @@ impl StreamTranslator {
             Phase::Done { failed: false } => StreamStatus::Completed,
             _ => StreamStatus::Streaming,
         }
+    }
+
+    /// The usage reported in the final `message_delta`, once the stream completed.
+    ///
+    /// ```
+    /// # use tower_llm_bridge::translate::stream::{StreamConfig, StreamTranslator};
+    /// let translator = StreamTranslator::new(StreamConfig::new("claude"));
+    /// assert_eq!(translator.usage(), None);
+    /// ```
+    pub fn usage(&self) -> Option<AnthropicUsage> {
+        self.core.reported
     }
 
     /// Feeds bytes of the upstream body; appends the Anthropic SSE bytes they complete to
@@ -298,6 +314,12 @@ struct Core {
     tail: String,
     tail_cap: usize,
     tool_opened: bool,
+    /// The usage written in `message_delta`.
+    reported: Option<AnthropicUsage>,
+    /// Enforces the client's stop sequences (the upstream got at most four).
+    scanner: Option<StopScanner>,
+    /// Bytes of text sent, for a usage estimate when a stop sequence ends the stream.
+    emitted_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -376,8 +398,11 @@ impl Core {
         match event.event {
             "message" => {}
             "error" => {
-                let error = serde_json::from_str::<Value>(data)
-                    .unwrap_or_else(|_| Value::String(data.to_owned()));
+                let error = crate::parsed::from_slice_max_depth::<Value>(
+                    data.as_bytes(),
+                    crate::parsed::DEFAULT_MAX_JSON_DEPTH,
+                )
+                .unwrap_or_else(|_| Value::String(data.to_owned()));
                 self.fail(&upstream_error(&error), out);
                 return;
             }
@@ -396,7 +421,11 @@ impl Core {
             self.on_done(out);
             return;
         }
-        match serde_json::from_str::<ChatCompletionChunk>(data) {
+        // Deep JSON is bounded like a request body (see `parsed`), not by serde_json's 128.
+        match crate::parsed::from_slice_max_depth::<ChatCompletionChunk>(
+            data.as_bytes(),
+            crate::parsed::DEFAULT_MAX_JSON_DEPTH,
+        ) {
             Ok(chunk) => self.on_chunk(chunk, out),
             Err(err) => self.fail(
                 &ApiError::bad_gateway(format!(
@@ -425,17 +454,25 @@ impl Core {
             }
             let delta = &choice.delta;
             if let Some(thinking) = delta.reasoning_text().filter(|t| !t.is_empty()) {
+                self.flush_held(out);
                 self.on_text(TextKind::Thinking, thinking, out);
             }
             for text in [&delta.content, &delta.refusal].into_iter().flatten() {
                 if !text.is_empty() {
-                    self.on_text(TextKind::Text, text, out);
+                    self.on_scanned_text(text, out);
+                    if self.phase.is_done() {
+                        return; // a stop sequence ended the message
+                    }
                 }
+            }
+            if !delta.tool_calls.is_empty() {
+                self.flush_held(out);
             }
             for call in &delta.tool_calls {
                 self.on_tool_fragment(call, out);
             }
             if let Some(reason) = choice.finish_reason.as_deref() {
+                self.flush_held(out);
                 let matched = choice.matched_stop_sequence().map(str::to_owned);
                 self.on_finish(reason, matched.as_deref(), out);
             }
@@ -474,7 +511,41 @@ impl Core {
         self.phase = Phase::Streaming;
     }
 
+    /// Text, through the stop-sequence scanner when the client sent stop sequences: a match
+    /// ends the message right after the text before it.
+    fn on_scanned_text(&mut self, text: &str, out: &mut BytesMut) {
+        let Some(scanner) = &mut self.scanner else {
+            self.on_text(TextKind::Text, text, out);
+            return;
+        };
+        let scanned = scanner.push(text);
+        if !scanned.text.is_empty() {
+            self.on_text(TextKind::Text, &scanned.text, out);
+        }
+        if let Some(sequence) = scanned.stopped {
+            self.close_all(out);
+            if self.usage.is_none() {
+                // The upstream has not counted its tokens yet: about four bytes a token.
+                self.usage = Some(Usage {
+                    completion_tokens: self.emitted_bytes.div_ceil(4),
+                    ..Usage::default()
+                });
+            }
+            self.stop = Some((StopReason::StopSequence, Some(sequence)));
+            self.complete(out);
+        }
+    }
+
+    /// Sends the text held back for a possible stop-sequence match: the text block is over.
+    fn flush_held(&mut self, out: &mut BytesMut) {
+        let held = self.scanner.as_mut().map(StopScanner::flush);
+        if let Some(held) = held.filter(|held| !held.is_empty()) {
+            self.on_text(TextKind::Text, &held, out);
+        }
+    }
+
     fn on_text(&mut self, kind: TextKind, text: &str, out: &mut BytesMut) {
+        self.emitted_bytes += text.len() as u64;
         if kind == TextKind::Text && self.tail_cap > 0 {
             self.track_tail(text);
         }
@@ -730,6 +801,7 @@ impl Core {
                 if self.phase == Phase::Waiting {
                     self.start(None, out);
                 }
+                self.flush_held(out);
                 self.close_all(out);
                 let reason = if self.tool_opened {
                     StopReason::ToolUse
@@ -766,6 +838,7 @@ impl Core {
             },
         );
         emit(out, &Event::MessageStop);
+        self.reported = Some(usage);
         self.phase = Phase::Done { failed: false };
     }
 

@@ -352,7 +352,8 @@ fn spec_11_stop_sequences_and_user() {
     assert_eq!(body["stop"], json!(["a", "b", "c", "d"]));
     assert_eq!(body["user"], "user-42");
     assert_eq!(translated.stop_sequences, ["a", "b", "c", "d", "e"]);
-    assert_eq!(translated.degraded.tags(), ["stop_sequences"]);
+    // The fifth is enforced by the proxy on the answer: nothing is lost.
+    assert!(translated.degraded.is_empty());
 }
 
 #[test]
@@ -567,5 +568,77 @@ fn spec_30_errors_name_the_field() {
     ];
     for (request, expected) in cases {
         assert_eq!(error_message(request.clone()), expected, "for {request}");
+    }
+}
+
+#[test]
+fn block_types_anthropic_does_not_know_are_a_400_naming_the_field() {
+    let message = error_message(base(json!([{"role": "user", "content": [
+        {"type": "text", "text": "hi"},
+        {"type": "bogus"}
+    ]}])));
+    assert!(
+        message.starts_with(
+            "messages.0.content.1.type: Input tag 'bogus' found using 'type' does not match any \
+             of the expected tags: 'text', 'image', "
+        ),
+        "{message}"
+    );
+    let message = error_message(base(json!([
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "Text", "text": "case matters"}]}
+    ])));
+    assert!(
+        message.starts_with("messages.1.content.0.type: Input tag 'Text'"),
+        "{message}"
+    );
+    // Inside a tool result only its own five types are known.
+    for kind in ["thinking", "tool_use", "bogus"] {
+        let message = error_message(base(json!([
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                "content": [{"type": "text", "text": "ok"}, {"type": kind}]}]}
+        ])));
+        assert!(
+            message.starts_with(&format!(
+                "messages.1.content.0.content.1.type: Input tag '{kind}'"
+            )),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("'document', 'tool_reference'"),
+            "{message}"
+        );
+    }
+    // A huge tag is not echoed whole.
+    let long = "x".repeat(100_000);
+    let message = error_message(base(json!([{"role": "user", "content": [{"type": long}]}])));
+    assert!(message.len() < 1_000, "{}", message.len());
+}
+
+#[test]
+fn every_block_type_anthropic_knows_translates_or_degrades() {
+    use crate::translate::anthropic::MESSAGE_BLOCK_TYPES;
+    for kind in MESSAGE_BLOCK_TYPES {
+        let block = match *kind {
+            "text" => json!({"type": "text", "text": "t"}),
+            "image" => {
+                json!({"type": "image", "source": {"type": "url", "url": "https://x/y.png"}})
+            }
+            "tool_use" => json!({"type": "tool_use", "id": "t1", "name": "f", "input": {}}),
+            "tool_result" => json!({"type": "tool_result", "tool_use_id": "t1",
+                "content": [{"type": "tool_reference", "tool_name": "f"},
+                            {"type": "search_result", "source": "s", "title": "t", "content": []}]}),
+            other => json!({"type": other, "id": "x", "tool_use_id": "x", "content": []}),
+        };
+        for role in ["user", "assistant"] {
+            let request = base(json!([
+                {"role": "user", "content": "hi"},
+                {"role": role, "content": [block.clone(), {"type": "text", "text": "and"}]}
+            ]));
+            // Anthropic takes these in either turn; OpenAI-bound, they degrade or drop.
+            let result = translate_request(&request, &options());
+            assert!(result.is_ok(), "{role} {kind}: {:?}", result.err());
+        }
     }
 }
