@@ -1,5 +1,6 @@
-//! Translating a Claude-Code-sized request and its response, against the floor for any
-//! JSON-to-JSON translator: serde_json parse + serialize of the same bytes.
+//! Translating a Claude-Code-sized request and its response, on the chat wire and on the
+//! Responses wire, against the floor for any JSON-to-JSON translator: serde_json parse +
+//! serialize of the same bytes.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn
 
@@ -9,6 +10,7 @@ use serde_json::Value;
 use std::hint::black_box;
 use tower_llm_bridge::parsed::ParsedBody;
 use tower_llm_bridge::translate::response::{ResponseContext, translate_response};
+use tower_llm_bridge::translate::responses;
 use tower_llm_bridge::translate::{ModelMap, TranslateOptions, translate_request};
 
 mod fixtures;
@@ -24,6 +26,43 @@ fn request(c: &mut Criterion) {
             let parsed = ParsedBody::parse(black_box(bytes.clone())).expect("json");
             black_box(
                 translate_request(parsed.json(), &options)
+                    .expect("valid")
+                    .body,
+            )
+        })
+    });
+    group.bench_function("responses wire: parse + translate + serialize", |b| {
+        b.iter(|| {
+            let parsed = ParsedBody::parse(black_box(bytes.clone())).expect("json");
+            black_box(
+                responses::request::translate_request(parsed.json(), &options)
+                    .expect("valid")
+                    .body,
+            )
+        })
+    });
+    group.bench_function("floor: serde_json parse + serialize", |b| {
+        b.iter(|| {
+            let value: Value = serde_json::from_slice(black_box(&bytes)).expect("json");
+            black_box(serde_json::to_vec(&value).expect("json"))
+        })
+    });
+    group.finish();
+}
+
+/// The Responses wire's answer (with a reasoning item carrying 2.4 KB of encrypted content).
+fn responses_response(c: &mut Criterion) {
+    let bytes = serde_json::to_vec(&fixtures::responses_answer()).expect("json");
+    let context = ResponseContext {
+        client_model: "claude-sonnet-4-5",
+        stop_sequences: &[],
+    };
+    let mut group = c.benchmark_group("translate_response_responses_wire");
+    group.throughput(Throughput::Bytes(bytes.len() as u64));
+    group.bench_function("ours: parse + translate + serialize", |b| {
+        b.iter(|| {
+            black_box(
+                responses::response::translate_response(black_box(&bytes), &context)
                     .expect("valid")
                     .body,
             )
@@ -64,5 +103,5 @@ fn response(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, request, response);
+criterion_group!(benches, request, response, responses_response);
 criterion_main!(benches);

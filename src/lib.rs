@@ -4,7 +4,7 @@
 //!
 //! | module | what it gives you |
 //! |---|---|
-//! | [`translate`] | `AnthropicToOpenAiLayer`: `POST /v1/messages` (JSON and SSE streaming, tools, images, thinking, stop sequences, usage, errors) served from `POST /v1/chat/completions` |
+//! | [`translate`] | `AnthropicToOpenAiLayer`: `POST /v1/messages` (JSON and SSE streaming, tools, images, thinking, stop sequences, usage, errors) served from `POST /v1/chat/completions`; `AnthropicToResponsesLayer`: the same from OpenAI's `POST /v1/responses`, reasoning carried across turns |
 //! | [`cache`] | `ResponseCacheLayer`: answers repeated requests, JSON or streamed, from a cache keyed by SHA-256 of a canonical form of the request, scoped per backend and caller; concurrent identical streams share one upstream call; `MemoryCache` (moka), `RedisCache`, `TieredCache` |
 //! | [`metrics`] | `MetricsLayer`: requests, latency, time to first token, tokens, cache results and backend calls through the `metrics` facade |
 //! | [`sse`] | the sans-IO Server-Sent Events decoder and encoder the stream translation is built on |

@@ -1475,3 +1475,116 @@ async fn cache_ttl_secs_is_checked_and_never_forwarded_with_the_cache_off() {
     }
     assert_eq!(mock.calls(), 2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Idle connections: keep-alive and HTTP/2
+// ---------------------------------------------------------------------------------------------
+
+/// Waits (bounded) until the server closes `stream`; how long that took, or `None`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(limit, async {
+        loop {
+            match tokio::io::AsyncReadExt::read(stream, &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| started.elapsed())
+}
+
+/// The HTTP/2 preface and an empty SETTINGS frame: a client that then does nothing (and,
+/// reading nothing, answers no ping).
+const H2_HELLO: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+#[tokio::test]
+async fn idle_keep_alive_and_http2_connections_are_closed_after_the_idle_timeout() {
+    let mock = MockUpstream::start().await;
+    // A long header timeout, so only the idle timeout can close these; no pings.
+    let proxy = start_for(
+        &mock,
+        &[
+            ("IDLE_TIMEOUT_SECS", "1"),
+            ("HEADER_READ_TIMEOUT_SECS", "30"),
+            ("H2_PING_INTERVAL_SECS", "0"),
+        ],
+    )
+    .await;
+    let mut h1 = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(
+        &mut h1,
+        b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut h2 = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut h2, H2_HELLO)
+        .await
+        .expect("write");
+    let (h1, h2) = tokio::join!(
+        closed_within(&mut h1, Duration::from_secs(5)),
+        closed_within(&mut h2, Duration::from_secs(5))
+    );
+    for (name, elapsed) in [("HTTP/1 keep-alive", h1), ("HTTP/2", h2)] {
+        let elapsed = elapsed.unwrap_or_else(|| panic!("{name}: still open after 5 s"));
+        assert!(
+            elapsed >= Duration::from_millis(900) && elapsed < Duration::from_secs(3),
+            "{name}: {elapsed:?}"
+        );
+    }
+    // A request that lasts longer than the idle timeout is not cut: its body is in flight.
+    mock.push(
+        Reply::sse(vec![
+            role_chunk(),
+            text_chunk("slow"),
+            text_chunk(" answer"),
+            finish_chunk("stop"),
+        ])
+        .delay_each(Duration::from_millis(600)),
+    );
+    let mut request = anthropic_request("slow stream");
+    request["stream"] = json!(true);
+    let answer = post_json(&proxy.url("/v1/messages"), &[], &request).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.text().contains("message_stop"), "{}", answer.text());
+}
+
+#[tokio::test]
+async fn http2_clients_that_do_not_answer_pings_are_disconnected() {
+    let mock = MockUpstream::start().await;
+    let proxy = start_for(
+        &mock,
+        &[
+            ("IDLE_TIMEOUT_SECS", "0"),
+            ("H2_PING_INTERVAL_SECS", "1"),
+            ("H2_PING_TIMEOUT_SECS", "1"),
+        ],
+    )
+    .await;
+    let mut h2 = tokio::net::TcpStream::connect(proxy.addr)
+        .await
+        .expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut h2, H2_HELLO)
+        .await
+        .expect("write");
+    let elapsed = closed_within(&mut h2, Duration::from_secs(6))
+        .await
+        .expect("closed once the ping went unanswered");
+    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+    // Settings and defaults.
+    let config = config_for(&mock, &[]);
+    assert_eq!(config.idle_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(config.h2_ping_interval, Some(Duration::from_secs(30)));
+    assert_eq!(config.h2_ping_timeout, Duration::from_secs(20));
+    assert_eq!(config.stream_max, Some(Duration::from_secs(3600)));
+    assert_eq!(config.max_json_depth, 512);
+    assert!(config.allowed_origins.is_empty() && config.allowed_hosts.is_empty());
+}

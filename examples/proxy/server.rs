@@ -1,7 +1,13 @@
 //! The accept loop: HTTP/1.1 and h2 on one listener, header read timeouts, graceful shutdown.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use http::{Request, Response};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -31,7 +37,13 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+    // Pings find dead HTTP/2 peers (a vanished laptop, a silent middlebox); the idle timeout
+    // below closes live ones that do nothing.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(config.h2_ping_interval)
+        .keep_alive_timeout(config.h2_ping_timeout);
 
     info!(
         "listening on http://{}, upstream {} ({} wire, API key {}), proxy auth {}, cache {}",
@@ -74,6 +86,7 @@ pub async fn serve(
         tune_accepted(&stream);
         let (builder, app, watcher) = (builder.clone(), app.clone(), graceful.watcher());
         let first_bytes_timeout = config.header_read_timeout;
+        let idle_timeout = config.idle_timeout;
         tokio::spawn(async move {
             if let Some(limit) = first_bytes_timeout
                 && !protocol_known_within(&stream, limit).await
@@ -81,10 +94,28 @@ pub async fn serve(
                 tracing::debug!("closing a connection that sent no request in time");
                 return;
             }
+            let activity = Arc::new(Activity::new());
+            let app = Tracked {
+                inner: app,
+                activity: Arc::clone(&activity),
+            };
             let conn =
                 builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
-            if let Err(err) = watcher.watch(conn).await {
-                tracing::debug!(%err, "connection ended with an error");
+            let conn = watcher.watch(conn);
+            let Some(idle_timeout) = idle_timeout else {
+                if let Err(err) = conn.await {
+                    tracing::debug!(%err, "connection ended with an error");
+                }
+                return;
+            };
+            tokio::select! {
+                result = conn => if let Err(err) = result {
+                    tracing::debug!(%err, "connection ended with an error");
+                },
+                // Dropping the connection closes it: nothing is in flight to lose.
+                () = activity.idle_for(idle_timeout) => {
+                    tracing::debug!("closing a connection idle for {} s", idle_timeout.as_secs());
+                }
             }
         });
     }
@@ -130,5 +161,124 @@ pub fn tune_accepted(stream: &tokio::net::TcpStream) {
     // each one back for up to ~40 ms waiting for the client's ACK.
     if let Err(err) = stream.set_nodelay(true) {
         warn!(%err, "cannot set TCP_NODELAY");
+    }
+}
+
+/// What a connection is doing: requests in flight (until their response body is over) and
+/// when the last one ended.
+struct Activity {
+    in_flight: AtomicUsize,
+    last: Mutex<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            last: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(self))
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Resolves once nothing has been in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let due = self.last() + timeout;
+            if self.in_flight.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() >= due {
+                return;
+            }
+            // Busy: look again a timeout later (a request ending restarts the clock).
+            let now = tokio::time::Instant::now();
+            tokio::time::sleep_until(if due > now { due } else { now + timeout }).await;
+        }
+    }
+}
+
+/// One request in flight on a connection; dropped with its response body (or with the
+/// request, when the client leaves first).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self
+            .0
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tokio::time::Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The app, counting requests in flight on one connection for its idle timeout.
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, B, ResBody> tower::Service<Request<B>> for Tracked<S>
+where
+    S: tower::Service<Request<B>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    S::Error: 'static,
+{
+    type Response = Response<TrackedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let guard = self.activity.begin();
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let res = future.await?;
+            Ok(res.map(|body| TrackedBody {
+                body,
+                _in_flight: guard,
+            }))
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted as in flight until it is dropped.
+    struct TrackedBody<B> {
+        #[pin]
+        body: B,
+        _in_flight: InFlight,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

@@ -1,4 +1,13 @@
-//! Serve the Anthropic Messages API from any OpenAI Chat Completions backend.
+//! Serve the Anthropic Messages API from any OpenAI Chat Completions backend, or from
+//! OpenAI's Responses API.
+//!
+//! One folder per upstream wire holds its sans-IO translation: [`chat`] (Chat Completions,
+//! also reachable as [`request`], [`response`], [`stream`] and [`models`]) and [`responses`]
+//! (the Responses API, with its mapping table). What both share sits here: the validation of
+//! the Anthropic request, [`Degradations`], the [`anthropic`] response types, model mapping
+//! and the other [`TranslateOptions`], upstream error mapping, stop sequences enforced on the
+//! answer, [`tokens`], and the layer plumbing. [`AnthropicToResponsesLayer`] is the Responses
+//! wire's layer; it works as described below for the chat wire.
 //!
 //! [`AnthropicToOpenAiLayer`] wraps a service that speaks OpenAI's `POST /v1/chat/completions`
 //! (usually an HTTP client pointed at OpenAI, vLLM, llama.cpp, Ollama, DeepSeek, OpenRouter…).

@@ -253,6 +253,8 @@ where
         let mut stream_config = StreamConfig::new(client_model);
         stream_config.stop_sequences = stop_sequences;
         stream_config.usage_slot = usage_slot;
+        // What a stream may hold back is bounded like a whole answer.
+        stream_config.max_buffered = config.response_limit;
         let body = match config.wire {
             Wire::Chat => TranslateBody::stream(
                 res_body,

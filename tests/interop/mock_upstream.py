@@ -1,4 +1,4 @@
-"""A scripted OpenAI Chat Completions upstream for the interop suite.
+"""A scripted OpenAI upstream for the interop suite: Chat Completions and the Responses API.
 
 It listens on 127.0.0.1 only, records every request it receives (method, path, headers, body)
 and answers each one with the next scripted response: a JSON body, an SSE stream of
@@ -80,6 +80,7 @@ class Sse:
     crlf: bool = False
     comments: bool = False  # an SSE comment line before every event (OpenRouter's keep-alives)
     nospace: bool = False  # `data:{...}` without the optional space
+    named: bool = False  # an `event: <type>` line before each dict event (the Responses API)
 
 
 @dataclass
@@ -255,6 +256,189 @@ def chat_stream(
     return respond
 
 
+# --------------------------------------------------------------------------------------------
+# The Responses API (POST /v1/responses), shapes as in openai-python's types/responses/
+# --------------------------------------------------------------------------------------------
+
+
+def responses_usage(input_tokens: int, output_tokens: int, cached: int = 0, reasoning: int = 0) -> dict:
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": input_tokens + output_tokens,
+    }
+
+
+def _response_obj(req: Received | None, status: str, output: list, usage: dict | None, **extra: Any) -> dict:
+    body = req.json if req is not None and isinstance(req.json, dict) else {}
+    obj = {
+        "id": "resp_" + uuid.uuid4().hex[:24],
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "background": False,
+        "error": None,
+        "incomplete_details": None,
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "model": _model_of(req),
+        "output": output,
+        "parallel_tool_calls": True,
+        "previous_response_id": None,
+        "reasoning": {"effort": (body.get("reasoning") or {}).get("effort"), "summary": None},
+        "store": body.get("store", True),
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools", []),
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": usage,
+        "user": body.get("user"),
+        "metadata": {},
+    }
+    obj.update(extra)
+    return obj
+
+
+def reasoning_item(summary: list[str], encrypted: str | None, item_id: str | None = None) -> dict:
+    return {
+        "id": item_id or "rs_" + uuid.uuid4().hex[:24],
+        "type": "reasoning",
+        "summary": [{"type": "summary_text", "text": t} for t in summary],
+        "encrypted_content": encrypted,
+    }
+
+
+def message_item(text: str, item_id: str | None = None, refusal: str | None = None) -> dict:
+    content: list[dict] = []
+    if text:
+        content.append({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+    if refusal is not None:
+        content.append({"type": "refusal", "refusal": refusal})
+    return {
+        "id": item_id or "msg_" + uuid.uuid4().hex[:24],
+        "type": "message",
+        "status": "completed",
+        "role": "assistant",
+        "content": content,
+    }
+
+
+def call_item(call_id: str, name: str, arguments: str, item_id: str | None = None) -> dict:
+    return {
+        "id": item_id or "fc_" + uuid.uuid4().hex[:24],
+        "type": "function_call",
+        "status": "completed",
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
+
+
+def responses_answer(
+    output: list[dict], *, usage: dict | None = None, status: str = "completed", **extra: Any
+) -> Callable[[Received], Json]:
+    """A non-streamed `response` object."""
+
+    def respond(req: Received) -> Json:
+        return Json(_response_obj(req, status, output, usage or responses_usage(12, 7), **extra))
+
+    return respond
+
+
+def responses_stream(
+    items: list[tuple],
+    *,
+    usage: dict | None = None,
+    end: str = "completed",
+    delay: float = 0.0,
+    cut_after: int | None = None,
+    error: dict | None = None,
+) -> Callable[[Received], Sse]:
+    """A Responses SSE stream as OpenAI sends it (named events, sequence numbers, no [DONE]).
+
+    `items` are `("reasoning", [summary fragments per part], encrypted)`,
+    `("message", [text fragments])` or `("call", call_id, name, [argument fragments])`; each
+    gets `output_item.added`, its content-part / summary-part events, its deltas, its `.done`
+    events and `output_item.done`. `end` is `completed`, `incomplete` (max_output_tokens) or
+    `failed`; `error` puts an `error` event there instead."""
+
+    def respond(req: Received) -> Sse:
+        events: list[dict] = []
+
+        def emit(kind: str, **fields: Any) -> None:
+            events.append({"type": kind, "sequence_number": len(events), **fields})
+
+        created = _response_obj(req, "in_progress", [], None)
+        emit("response.created", response=created)
+        emit("response.in_progress", response=created)
+        output: list[dict] = []
+        for index, spec in enumerate(items):
+            kind = spec[0]
+            if kind == "reasoning":
+                _, parts, encrypted = spec
+                item = reasoning_item(["".join(p) for p in parts], encrypted)
+                iid = item["id"]
+                emit("response.output_item.added", output_index=index,
+                     item={**item, "summary": [], "encrypted_content": None})
+                for k, fragments in enumerate(parts):
+                    emit("response.reasoning_summary_part.added", item_id=iid, output_index=index,
+                         summary_index=k, part={"type": "summary_text", "text": ""})
+                    for fragment in fragments:
+                        emit("response.reasoning_summary_text.delta", item_id=iid, output_index=index,
+                             summary_index=k, delta=fragment, obfuscation="x")
+                    emit("response.reasoning_summary_text.done", item_id=iid, output_index=index,
+                         summary_index=k, text="".join(fragments))
+                    emit("response.reasoning_summary_part.done", item_id=iid, output_index=index,
+                         summary_index=k, part={"type": "summary_text", "text": "".join(fragments)})
+            elif kind == "message":
+                _, fragments = spec
+                item = message_item("".join(fragments))
+                iid = item["id"]
+                emit("response.output_item.added", output_index=index,
+                     item={**item, "status": "in_progress", "content": []})
+                emit("response.content_part.added", item_id=iid, output_index=index, content_index=0,
+                     part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
+                for fragment in fragments:
+                    emit("response.output_text.delta", item_id=iid, output_index=index, content_index=0,
+                         delta=fragment, logprobs=[], obfuscation="x")
+                emit("response.output_text.done", item_id=iid, output_index=index, content_index=0,
+                     text="".join(fragments), logprobs=[])
+                emit("response.content_part.done", item_id=iid, output_index=index, content_index=0,
+                     part=item["content"][0] if item["content"] else {"type": "output_text", "text": ""})
+            else:
+                _, call_id, name, fragments = spec
+                item = call_item(call_id, name, "".join(fragments))
+                iid = item["id"]
+                emit("response.output_item.added", output_index=index,
+                     item={**item, "status": "in_progress", "arguments": ""})
+                for fragment in fragments:
+                    emit("response.function_call_arguments.delta", item_id=iid, output_index=index,
+                         delta=fragment, obfuscation="x")
+                emit("response.function_call_arguments.done", item_id=iid, output_index=index,
+                     name=name, arguments="".join(fragments))
+            emit("response.output_item.done", output_index=index, item=item)
+            output.append(item)
+        final_usage = usage or responses_usage(12, 7)
+        if error is not None:
+            emit("error", **error)
+        elif end == "failed":
+            emit("response.failed", response=_response_obj(
+                req, "failed", output, None,
+                error={"code": "server_error", "message": "The model failed to generate a response."}))
+        elif end == "incomplete":
+            emit("response.incomplete", response=_response_obj(
+                req, "incomplete", output, final_usage, incomplete_details={"reason": "max_output_tokens"}))
+        else:
+            emit("response.completed", response=_response_obj(req, "completed", output, final_usage))
+        return Sse(events, done=False, delay=delay, cut_after=cut_after, named=True)
+
+    return respond
+
+
 def split_every(text: str, n: int) -> list[str]:
     return [text[i : i + n] for i in range(0, len(text), n)]
 
@@ -365,7 +549,10 @@ class _Handler(BaseHTTPRequestHandler):
             eol = "\r\n" if answer.crlf else "\n"
             comment = f": OPENROUTER PROCESSING{eol}{eol}" if answer.comments else ""
             sep = "" if answer.nospace else " "
-            event = f"{comment}data:{sep}{payload}{eol}{eol}".encode()
+            name = ""
+            if answer.named and isinstance(answer.events[i] if i < len(answer.events) else None, dict):
+                name = f"event: {answer.events[i].get('type', 'message')}{eol}"
+            event = f"{comment}{name}data:{sep}{payload}{eol}{eol}".encode()
             if answer.split:
                 for i in range(0, len(event), answer.split):
                     self._chunk(event[i : i + answer.split])

@@ -117,6 +117,11 @@ pub struct StreamConfig {
     /// Filled at `message_start` and with the final usage when the stream completes (for an
     /// outer metrics layer).
     pub usage_slot: Option<crate::report::UsageSlot>,
+    /// The most the translator holds back, in bytes: fragments of tool calls (and text) that
+    /// cannot be sent yet, because a call has no name yet or an earlier call is still open.
+    /// Past it the stream ends with a `502 api_error` event instead of growing without bound.
+    /// The translation layers set it to their response limit.
+    pub max_buffered: usize,
 }
 
 impl StreamConfig {
@@ -135,6 +140,7 @@ impl StreamConfig {
             stop_sequences: Vec::new(),
             max_event_size: sse::DEFAULT_MAX_EVENT_SIZE,
             usage_slot: None,
+            max_buffered: crate::translate::DEFAULT_RESPONSE_LIMIT,
         }
     }
 }
@@ -197,6 +203,7 @@ impl StreamTranslator {
                 reported: None,
                 scanner,
                 emitted_bytes: 0,
+                buffered: 0,
             },
         }
     }
@@ -320,7 +327,13 @@ struct Core {
     scanner: Option<StopScanner>,
     /// Bytes of text sent, for a usage estimate when a stop sequence ends the stream.
     emitted_bytes: u64,
+    /// Bytes held back in blocks not open yet, plus a fixed cost per block.
+    buffered: usize,
 }
+
+/// What a block costs against [`StreamConfig::max_buffered`] besides its buffered text, so
+/// that endless distinct empty tool calls are bounded too.
+const BLOCK_COST: usize = 256;
 
 #[derive(Debug)]
 struct Block {
@@ -545,6 +558,9 @@ impl Core {
     }
 
     fn on_text(&mut self, kind: TextKind, text: &str, out: &mut BytesMut) {
+        if self.phase.is_done() {
+            return;
+        }
         self.emitted_bytes += text.len() as u64;
         if kind == TextKind::Text && self.tail_cap > 0 {
             self.track_tail(text);
@@ -560,6 +576,9 @@ impl Core {
                 self.blocks.len() - 1
             }
             _ => {
+                if self.over_budget(BLOCK_COST, out) {
+                    return;
+                }
                 self.blocks.push(Block {
                     kind: match kind {
                         TextKind::Thinking => Kind::Thinking,
@@ -581,12 +600,35 @@ impl Core {
                 };
                 emit(out, &Event::ContentBlockDelta { index, delta });
             }
-            BlockState::Pending => block.pending.push_str(text),
+            BlockState::Pending => {
+                block.pending.push_str(text);
+                self.over_budget(text.len(), out);
+            }
             BlockState::Closed => {}
         }
     }
 
+    /// Counts `bytes` more held back; past [`StreamConfig::max_buffered`] the stream fails
+    /// (and `true` is returned: the caller stops).
+    fn over_budget(&mut self, bytes: usize, out: &mut BytesMut) -> bool {
+        self.buffered = self.buffered.saturating_add(bytes);
+        if self.buffered <= self.config.max_buffered {
+            return false;
+        }
+        self.fail(
+            &ApiError::bad_gateway(format!(
+                "the upstream's tool calls could not be put in order within {} buffered bytes",
+                self.config.max_buffered
+            )),
+            out,
+        );
+        true
+    }
+
     fn on_tool_fragment(&mut self, call: &ToolCall, out: &mut BytesMut) {
+        if self.phase.is_done() {
+            return;
+        }
         let id = call.id.as_deref().filter(|id| !id.is_empty());
         let name = call
             .function
@@ -599,6 +641,9 @@ impl Core {
             None => {
                 if call.index.is_none() && id.is_none() && name.is_none() && arguments.is_empty() {
                     return; // nothing to attach and nothing to start
+                }
+                if self.over_budget(BLOCK_COST, out) {
+                    return;
                 }
                 self.blocks.push(Block {
                     kind: Kind::Tool(Tool {
@@ -643,7 +688,12 @@ impl Core {
                         },
                     },
                 ),
-                BlockState::Pending => block.pending.push_str(arguments),
+                BlockState::Pending => {
+                    block.pending.push_str(arguments);
+                    if self.over_budget(arguments.len(), out) {
+                        return;
+                    }
+                }
                 BlockState::Closed => {}
             }
         }
@@ -749,6 +799,7 @@ impl Core {
         );
         if !block.pending.is_empty() {
             let pending = std::mem::take(&mut block.pending);
+            self.buffered = self.buffered.saturating_sub(pending.len());
             let delta = match block.kind {
                 Kind::Thinking => BlockDelta::ThinkingDelta { thinking: &pending },
                 Kind::Text => BlockDelta::TextDelta { text: &pending },
@@ -885,6 +936,71 @@ mod tests {
             message_id: "msg_test".into(),
             ..StreamConfig::new("claude-test")
         })
+    }
+
+    fn tool_chunk(index: u32, name: Option<&str>, arguments: &str) -> Vec<u8> {
+        let mut call = serde_json::json!({"index": index, "function": {"arguments": arguments}});
+        if let Some(name) = name {
+            call["id"] = Value::String(format!("call_{index}"));
+            call["function"]["name"] = Value::String(name.to_owned());
+        }
+        let chunk = serde_json::json!({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]});
+        format!("data: {chunk}\n\n").into_bytes()
+    }
+
+    #[test]
+    fn held_back_tool_fragments_are_bounded() {
+        let small = || {
+            StreamTranslator::new(StreamConfig {
+                max_buffered: 4096,
+                ..StreamConfig::new("claude-test")
+            })
+        };
+        // A call that never gets a name: its arguments wait, up to the bound.
+        let mut t = small();
+        let mut out = BytesMut::new();
+        for _ in 0..100 {
+            t.push(&tool_chunk(0, None, &"x".repeat(100)), &mut out);
+        }
+        assert_eq!(t.status(), StreamStatus::Failed);
+        let got = events(&out);
+        let (name, error) = got.last().expect("an event");
+        assert_eq!(name, "error");
+        assert_eq!(error["error"]["type"], "api_error");
+        assert!(got.iter().all(|(name, _)| name != "content_block_start"));
+        // Interleaved: call 1 waits while call 0 is open, up to the bound.
+        let mut t = small();
+        let mut out = BytesMut::new();
+        t.push(&tool_chunk(0, Some("first"), "{\"a\":"), &mut out);
+        t.push(&tool_chunk(1, Some("second"), "{"), &mut out);
+        for _ in 0..100 {
+            t.push(&tool_chunk(1, None, &" ".repeat(100)), &mut out);
+        }
+        assert_eq!(t.status(), StreamStatus::Failed);
+        // Endless distinct empty calls cost something too.
+        let mut t = small();
+        let mut out = BytesMut::new();
+        t.push(&tool_chunk(0, Some("first"), "{"), &mut out);
+        for i in 1..100 {
+            t.push(&tool_chunk(i, None, ""), &mut out);
+        }
+        assert_eq!(t.status(), StreamStatus::Failed);
+        // Under the bound, the same interleaving completes.
+        let mut t = translator();
+        let mut out = BytesMut::new();
+        t.push(&tool_chunk(0, Some("first"), "{\"a\":"), &mut out);
+        t.push(&tool_chunk(1, Some("second"), "{"), &mut out);
+        for _ in 0..100 {
+            t.push(&tool_chunk(1, None, &" ".repeat(100)), &mut out);
+        }
+        t.push(&tool_chunk(1, None, "}"), &mut out);
+        t.push(&tool_chunk(0, None, "1}"), &mut out);
+        t.push(
+            b"data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n",
+            &mut out,
+        );
+        t.finish(&mut out);
+        assert_eq!(t.status(), StreamStatus::Completed);
     }
 
     #[test]
