@@ -9,10 +9,12 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Either, Full};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tower::Layer;
 use tower::ServiceBuilder;
-use tower::util::{BoxCloneService, Either};
+use tower::util::{BoxCloneService, BoxCloneSyncService};
 use tower_http::classify::{ServerErrorsAsFailures, ServerErrorsFailureClass, SharedClassifier};
 use tower_http::trace::{MakeSpan, OnFailure, Trace, TraceLayer};
 use tower_llm_bridge::BoxError;
@@ -21,12 +23,15 @@ use tower_llm_bridge::cache::{
 };
 use tower_llm_bridge::metrics::Metrics;
 use tower_llm_bridge::origin::{OriginGuard, OriginGuardLayer};
+use tower_llm_bridge::passthrough::AnthropicPassthroughLayer;
+use tower_llm_bridge::route::{Route, Target};
 use tower_llm_bridge::translate::{
-    AnthropicToOpenAiLayer, AnthropicToResponsesLayer, MaxTokensCaps, ReasoningModels,
+    AnthropicToOpenAiLayer, AnthropicToResponsesLayer, MaxTokensCaps, ModelMap, ReasoningModels,
 };
 use tracing::{Span, info, warn};
 
 use super::config::{Config, Wire};
+use super::config_file::{Backend, BackendKind, Routing};
 use super::models::model_list;
 use super::router::{Router, Shared};
 use super::telemetry::telemetry;
@@ -63,11 +68,19 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
         _ => None,
     };
     let telemetry = telemetry(config)?;
+    let (backend, route) = match &config.routing {
+        None => (single_backend(config, upstream), None),
+        Some(routing) => {
+            let route = routed_backends(config, routing, &upstream)?;
+            (box_service(route.clone()), Some(route))
+        }
+    };
     let router = Router {
-        llm: llm_stack(config, upstream, redis.clone()),
+        llm: llm_stack(config, backend, redis.clone()),
         shared: Arc::new(Shared {
             redis,
             upstream: config.upstream.to_string(),
+            route,
             models: model_list(config),
             proxy_api_keys: config.proxy_api_keys.clone(),
             body_limit: config.body_limit,
@@ -117,77 +130,229 @@ pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 /// The cache backend: memory, then Redis when `REDIS_URL` is set.
 type Cache = TieredCache<MemoryCache, Option<RedisCache>>;
 
-fn llm_stack(config: &Config, upstream: Upstream, redis: Option<RedisCache>) -> LlmService {
-    let reasoning_models = ReasoningModels::new(config.reasoning_models.iter().cloned());
-    let max_tokens_caps = config
-        .max_tokens_caps
+/// The service behind one backend, or behind the route to several: what the cache wraps.
+type Backends =
+    BoxCloneService<Request<Either<Full<Bytes>, Full<Bytes>>>, Response<ProxyBody>, Infallible>;
+
+/// One target's stack (a backend's wire over its client), as the route calls it (`Sync`, so
+/// that `/health` can read the route's cool-down state from the shared router state).
+pub(super) type TargetService =
+    BoxCloneSyncService<Request<Full<Bytes>>, Response<ProxyBody>, Infallible>;
+
+fn box_target<S, ResBody>(service: S) -> TargetService
+where
+    S: tower::Service<Request<Full<Bytes>>, Response = Response<ResBody>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .map_response(box_response)
+            .service(service),
+    )
+}
+
+fn box_service<S, ReqBody, ResBody>(
+    service: S,
+) -> BoxCloneService<Request<ReqBody>, Response<ProxyBody>, Infallible>
+where
+    S: tower::Service<Request<ReqBody>, Response = Response<ResBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    // Routes answer with one body type; boxing here keeps the layers' own body types out.
+    BoxCloneService::new(
+        ServiceBuilder::new()
+            .map_response(box_response)
+            .service(service),
+    )
+}
+
+/// The chat translation with the proxy's settings and `model_map`.
+fn chat_layer(config: &Config, model_map: ModelMap) -> AnthropicToOpenAiLayer {
+    AnthropicToOpenAiLayer::new()
+        .model_map(model_map)
+        .reasoning_models(ReasoningModels::new(
+            config.reasoning_models.iter().cloned(),
+        ))
+        .max_tokens_caps(
+            config
+                .max_tokens_caps
+                .iter()
+                .fold(MaxTokensCaps::new(), |caps, (prefix, cap)| {
+                    caps.cap(prefix.as_str(), *cap)
+                }),
+        )
+        .body_limit(config.body_limit)
+        .max_json_depth(config.max_json_depth)
+        .stream_idle_timeout(config.upstream_timeout)
+        // STREAM_MAX_SECS: comments keep a stream alive past the idle timeout, not forever.
+        .stream_max_duration(config.stream_max.unwrap_or(Duration::MAX))
+}
+
+/// The Responses translation with the proxy's settings and `model_map`; `/v1/responses`
+/// reaches `{base_url}/responses` through the upstream client.
+fn responses_layer(config: &Config, model_map: ModelMap) -> AnthropicToResponsesLayer {
+    AnthropicToResponsesLayer::new()
+        .model_map(model_map)
+        .reasoning_models(ReasoningModels::new(
+            config.reasoning_models.iter().cloned(),
+        ))
+        .max_tokens_caps(
+            config
+                .max_tokens_caps
+                .iter()
+                .fold(MaxTokensCaps::new(), |caps, (prefix, cap)| {
+                    caps.cap(prefix.as_str(), *cap)
+                }),
+        )
+        .body_limit(config.body_limit)
+        .max_json_depth(config.max_json_depth)
+        .stream_idle_timeout(config.upstream_timeout)
+        // STREAM_MAX_SECS: comments keep a stream alive past the idle timeout, not forever.
+        .stream_max_duration(config.stream_max.unwrap_or(Duration::MAX))
+}
+
+/// Environment configuration: one OpenAI backend (`OPENAI_WIRE` says which API), the model
+/// rules of `BIG_MODEL`, `SMALL_MODEL` and `MODEL_MAP`.
+fn single_backend(config: &Config, upstream: Upstream) -> Backends {
+    let model_map = config.model_map.clone();
+    // Anthropic Messages in, OpenAI Chat Completions or Responses out; other routes pass
+    // through.
+    match config.wire {
+        Wire::Chat => box_service(chat_layer(config, model_map).layer(upstream)),
+        Wire::Responses => box_service(responses_layer(config, model_map).layer(upstream)),
+    }
+}
+
+/// The one place a backend kind becomes a service stack: the backend's wire (translation or
+/// passthrough, with every client model sent as the target's `model`) over its client. (A
+/// `Result` so that a kind a build cannot serve can refuse to start.)
+fn target_stack(
+    config: &Config,
+    backend: &Backend,
+    model: &str,
+    upstream: Upstream,
+) -> Result<TargetService, BoxError> {
+    let model_map = ModelMap::new().default_model(model);
+    Ok(match backend.kind {
+        BackendKind::OpenaiChat => box_target(chat_layer(config, model_map).layer(upstream)),
+        BackendKind::Anthropic => box_target(
+            AnthropicPassthroughLayer::new()
+                .model_map(model_map)
+                .body_limit(config.body_limit)
+                .max_json_depth(config.max_json_depth)
+                .stream_idle_timeout(config.upstream_timeout)
+                .layer(upstream),
+        ),
+        BackendKind::OpenaiResponses => {
+            box_target(responses_layer(config, model_map).layer(upstream))
+        }
+    })
+}
+
+/// Configuration file: a route per `[[routes]]` entry, one target per (backend, model) pair,
+/// shared by the routes that name it (so they share its cool-down).
+fn routed_backends(
+    config: &Config,
+    routing: &Routing,
+    shared: &Upstream,
+) -> Result<Route<TargetService>, BoxError> {
+    let clients = routing
+        .backends
         .iter()
-        .fold(MaxTokensCaps::new(), |caps, (prefix, cap)| {
-            caps.cap(prefix.as_str(), *cap)
-        });
-    // Both wires' services answer with the same body type, so either fits the same stack.
-    let translate = match config.wire {
-        Wire::Chat => Either::Left(
-            AnthropicToOpenAiLayer::new()
-                .model_map(config.model_map.clone())
-                .reasoning_models(reasoning_models)
-                .max_tokens_caps(max_tokens_caps)
-                .body_limit(config.body_limit)
-                .max_json_depth(config.max_json_depth)
-                .stream_idle_timeout(config.upstream_timeout)
-                // STREAM_MAX_SECS: comments keep a stream alive past the idle timeout, not
-                // forever.
-                .stream_max_duration(config.stream_max.unwrap_or(Duration::MAX)),
-        ),
-        // `/v1/responses` reaches `<OPENAI_BASE_URL>/responses` through the upstream client.
-        Wire::Responses => Either::Right(
-            AnthropicToResponsesLayer::new()
-                .model_map(config.model_map.clone())
-                .reasoning_models(reasoning_models)
-                .max_tokens_caps(max_tokens_caps)
-                .body_limit(config.body_limit)
-                .max_json_depth(config.max_json_depth)
-                .stream_idle_timeout(config.upstream_timeout)
-                // STREAM_MAX_SECS: comments keep a stream alive past the idle timeout, not
-                // forever.
-                .stream_max_duration(config.stream_max.unwrap_or(Duration::MAX)),
-        ),
-    };
+        .map(|backend| Upstream::for_backend(backend, config, Some(shared)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut targets: Vec<((usize, &str), Target<TargetService>)> = Vec::new();
+    let mut builder = Route::builder()
+        .cool_down(config.cool_down)
+        .body_limit(config.body_limit)
+        .max_json_depth(config.max_json_depth);
+    for spec in &routing.routes {
+        let mut route_targets = Vec::new();
+        for (index, model) in &spec.targets {
+            let key = (*index, model.as_str());
+            let target = match targets.iter().find(|(k, _)| *k == key) {
+                Some((_, target)) => target.clone(),
+                None => {
+                    let backend = &routing.backends[*index];
+                    let service = target_stack(config, backend, model, clients[*index].clone())?;
+                    let target = Target::new(backend.name.as_str(), service);
+                    targets.push((key, target.clone()));
+                    target
+                }
+            };
+            route_targets.push(target);
+        }
+        builder = builder.route(&spec.pattern, route_targets);
+    }
+    Ok(builder.build())
+}
+
+/// The cache scope of routed answers: the routing table, not one backend. A client's request
+/// names a model, and the table decides who answers it; an answer (from any target, fallback
+/// included) is an answer to that request under this table. A different table (another
+/// file, or another replica's) gets its own entries.
+fn routing_scope(routing: &Routing) -> String {
+    let mut text = String::new();
+    for backend in &routing.backends {
+        text.push_str(&format!(
+            "backend {} {} {}\n",
+            backend.name, backend.kind, backend.base_url
+        ));
+    }
+    for route in &routing.routes {
+        text.push_str(&format!("route {:?}", route.pattern));
+        for (index, model) in &route.targets {
+            text.push_str(&format!(" {}={model}", routing.backends[*index].name));
+        }
+        text.push('\n');
+    }
+    let digest = Sha256::digest(text.as_bytes());
+    format!("routes:{}", hex::encode(&digest[..8]))
+}
+
+fn llm_stack(config: &Config, backends: Backends, redis: Option<RedisCache>) -> LlmService {
     if !config.cache.enabled {
         return BoxCloneService::new(
             ServiceBuilder::new()
-                // Routes answer with one body type; boxing here, once, keeps the layers' own
-                // body types out of the router.
-                .map_response(box_response)
-                // Anthropic Messages in, OpenAI Chat Completions or Responses out; other
-                // routes pass through.
-                .layer(translate)
-                .service(upstream),
+                .map_request(|req: Request<Full<Bytes>>| req.map(Either::Left))
+                .service(backends),
         );
     }
     let memory = MemoryCache::builder()
         .max_entries(config.cache.max_entries)
         .max_bytes(config.cache.max_bytes)
         .build();
+    let scope = match &config.routing {
+        None => config.upstream.to_string(),
+        Some(routing) => routing_scope(routing),
+    };
     let cache = ResponseCacheLayer::new(Cache::new(memory, redis))
         .default_ttl_secs(config.cache.ttl_secs)
         .body_limit(config.body_limit)
         .max_json_depth(config.max_json_depth)
-        // Entries are scoped by upstream as well as by caller.
-        .backend_name(config.upstream.to_string());
+        // Entries are scoped by upstream (or routing table) as well as by caller.
+        .backend_name(scope);
     BoxCloneService::new(
         ServiceBuilder::new()
             // Routes answer with one body type; boxing here, once, keeps the layers' own body
             // types out of the router.
             .map_response(box_response)
-            // Outermost: the key is the client's own request, and a hit skips translation.
-            // Streams too: recorded as they pass, replayed in either mode, and concurrent
-            // identical streams share one upstream call.
+            // Outermost: the key is the client's own request, and a hit skips routing and
+            // translation. Streams too: recorded as they pass, replayed in either mode, and
+            // concurrent identical streams share one upstream call.
             .layer(cache)
-            // Anthropic Messages in, OpenAI Chat Completions or Responses out; other routes
-            // pass through.
-            .layer(translate)
-            .service(upstream),
+            .service(backends),
     )
 }
 

@@ -2,7 +2,8 @@
 //! `--help` comes from the same declarations), their validation, and the resulting [`Config`].
 //!
 //! A new setting is a field of [`Args`] (flag, variable, default, help) and a line in
-//! [`Config::from_sources`] that validates it into a [`Config`] field.
+//! [`Config::from_sources`] that validates it into a [`Config`] field; it can then be set in
+//! the configuration file's top level too, under its field name (`config_file.rs`).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,6 +17,8 @@ use http::header::HeaderValue;
 use http::uri::{Authority, Scheme};
 use tower_llm_bridge::parsed::BodyRate;
 use tower_llm_bridge::translate::ModelMap;
+
+use super::config_file::{ConfigFile, Routing};
 
 /// The proxy's flags, each with its environment variable and default. A flag overrides its
 /// variable; an empty variable counts as unset. Secrets are not here: they are read from the
@@ -239,6 +242,19 @@ pub struct Args {
         value_name = "SIZE"
     )]
     cache_max_bytes: String,
+    /// Seconds a backend that failed (429, 5xx, timeout, refused) is skipped while another
+    /// target of its route is available
+    #[arg(
+        long,
+        env = "BACKEND_COOL_DOWN_SECS",
+        default_value = "30",
+        value_name = "SECS"
+    )]
+    backend_cool_down_secs: String,
+    /// TOML file with [[backends]] and [[routes]] (and any setting above, in snake_case);
+    /// flags and variables win over it
+    #[arg(long, env = "CONFIG_FILE", value_name = "FILE")]
+    config: Option<String>,
 }
 
 /// Variables read after a flag's own variable, when that one is unset.
@@ -274,6 +290,7 @@ struct Sources<'a> {
     matches: ArgMatches,
     declared: clap::Command,
     env: &'a dyn Fn(&str) -> Option<String>,
+    file: Option<ConfigFile>,
 }
 
 impl Sources<'_> {
@@ -301,6 +318,11 @@ impl Sources<'_> {
             if let Some(value) = self.var(name) {
                 return Some((name.to_owned(), value));
             }
+        }
+        if let Some(file) = &self.file
+            && let Some((value, line)) = file.settings.get(id)
+        {
+            return Some((format!("{}:{line}: {id}", file.path), value.clone()));
         }
         parsed.map(|value| (env_name.to_owned(), value.clone()))
     }
@@ -405,11 +427,24 @@ impl Config {
             Err(err) => return Err(usage_error(&err)),
         };
         let args = Args::from_arg_matches(&matches).map_err(|err| usage_error(&err))?;
-        let sources = Sources {
+        let mut sources = Sources {
             matches,
             declared: declared(),
             env: &env,
+            file: None,
         };
+        if let Some((_, path)) = sources.get("config", args.config.as_ref()) {
+            let path = path.trim().to_owned();
+            let text = std::fs::read_to_string(&path)
+                .map_err(|err| ConfigError(format!("{path}: cannot read the file: {err}")))?;
+            let settings: Vec<&str> = sources
+                .declared
+                .get_arguments()
+                .map(|arg| arg.get_id().as_str())
+                .filter(|id| !matches!(*id, "config" | "help"))
+                .collect();
+            sources.file = Some(ConfigFile::parse(&path, &text, &settings, &env)?);
+        }
         Self::from_args(&args, &sources).map(|config| Command::Run(Box::new(config)))
     }
 
@@ -554,6 +589,16 @@ impl Config {
                 .map(|_| v.trim().to_owned())
                 .map_err(|err| format!("not a log filter: {err}"))
         })?;
+        let cool_down = Duration::from_secs(s.parse(
+            "backend_cool_down_secs",
+            &args.backend_cool_down_secs,
+            |v| {
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| "not a whole number of seconds".to_owned())
+            },
+        )?);
+        let routing = s.file.as_ref().and_then(|file| file.routing.clone());
         let cache = CacheSettings {
             enabled: s.parse("cache_enabled", &args.cache_enabled, boolean)?,
             ttl_secs: s.parse("cache_ttl_secs", &args.cache_ttl_secs, |v| {
@@ -607,6 +652,8 @@ impl Config {
             shutdown_grace,
             log_filter,
             cache,
+            routing,
+            cool_down,
         })
     }
 }
@@ -630,6 +677,11 @@ fn optional_seconds(v: &str) -> Result<Option<Duration>, String> {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
     /// The secret itself, for where it is actually used.
     pub fn expose(&self) -> &str {
         &self.0
@@ -659,7 +711,7 @@ impl fmt::Display for UpstreamUrl {
 }
 
 impl UpstreamUrl {
-    fn parse(text: &str) -> Result<Self, String> {
+    pub(super) fn parse(text: &str) -> Result<Self, String> {
         let uri: Uri = text
             .parse()
             .map_err(|err| format!("not a URL ({err}), expected e.g. https://api.openai.com/v1"))?;
@@ -775,6 +827,11 @@ pub struct Config {
     pub log_filter: String,
     /// Response cache settings.
     pub cache: CacheSettings,
+    /// The backends and routes of the configuration file; `None`: one backend from
+    /// `OPENAI_BASE_URL` and the model rules of `BIG_MODEL`, `SMALL_MODEL` and `MODEL_MAP`.
+    pub routing: Option<Routing>,
+    /// How long a failed backend is skipped while another target of its route is available.
+    pub cool_down: Duration,
 }
 
 impl Config {
@@ -815,6 +872,13 @@ pub enum Command {
 /// A setting that cannot be used; `main` prints it and exits with status 2.
 #[derive(Debug)]
 pub struct ConfigError(String);
+
+impl ConfigError {
+    /// An error with this message.
+    pub fn new(message: String) -> Self {
+        Self(message)
+    }
+}
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

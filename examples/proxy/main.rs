@@ -24,6 +24,7 @@
 //! | file | what it holds |
 //! |---|---|
 //! | `config.rs` | every flag, environment variable and default (clap), their validation, [`Config`] |
+//! | `config_file.rs` | the TOML file: `[[backends]]`, `[[routes]]`, top-level settings |
 //! | `app.rs` | the layer stack ([`app`]): logging, cache, translation, upstream |
 //! | `router.rs` | the routes: `/health`, auth, `/v1/models`, `count_tokens`, the LLM routes, 404 |
 //! | `auth.rs` | proxy keys: which credential a client presented, constant-time comparison |
@@ -36,6 +37,7 @@
 mod app;
 mod auth;
 mod config;
+mod config_file;
 mod models;
 mod router;
 mod server;

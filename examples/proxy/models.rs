@@ -55,17 +55,34 @@ const CLAUDE_MODELS: &[(&str, &str, &str)] = &[
 ];
 
 /// The built-in Claude names, then every `MODEL_MAP` pattern that is a name of its own
-/// (not a part of a built-in name, as `haiku` or `claude-opus-4` are).
+/// (not a part of a built-in name, as `haiku` or `claude-opus-4` are). With a configuration
+/// file: the built-in names some route serves, then the route patterns that are names of
+/// their own.
 pub(super) fn model_list(config: &Config) -> Vec<ModelInfo> {
+    let patterns: Vec<String> = match &config.routing {
+        None => config
+            .explicit_model_map
+            .iter()
+            .map(|(pattern, _)| pattern.clone())
+            .collect(),
+        Some(routing) => routing.routes.iter().map(|r| r.pattern.clone()).collect(),
+    };
+    let routed = |id: &str| match &config.routing {
+        None => true,
+        Some(_) => patterns
+            .iter()
+            .any(|p| p == "*" || id.contains(&p.to_ascii_lowercase())),
+    };
     let mut models: Vec<ModelInfo> = CLAUDE_MODELS
         .iter()
+        .filter(|(id, ..)| routed(id))
         .map(|&(id, display_name, created_at)| ModelInfo {
             id: id.to_owned(),
             display_name: display_name.to_owned(),
             created_at,
         })
         .collect();
-    for (pattern, _) in &config.explicit_model_map {
+    for pattern in patterns.iter().filter(|p| *p != "*") {
         let lowered = pattern.to_ascii_lowercase();
         if !CLAUDE_MODELS.iter().any(|(id, ..)| id.contains(&lowered))
             && !models.iter().any(|m| &m.id == pattern)

@@ -22,9 +22,10 @@ use tower_llm_bridge::parsed::{
     BodyRate, cache_ttl_secs, collect_limited_rate, from_slice_max_depth,
 };
 use tower_llm_bridge::report::ModelSlot;
+use tower_llm_bridge::route::Route;
 use tower_llm_bridge::translate::tokens::estimate_input_tokens;
 
-use super::app::{LlmService, ProxyBody, full, json_response};
+use super::app::{LlmService, ProxyBody, TargetService, full, json_response};
 use super::auth::{authenticate, presented_credentials};
 use super::config::Secret;
 use super::models::ModelInfo;
@@ -40,6 +41,8 @@ pub(super) struct Shared {
     /// The shared cache tier, for `/health`.
     pub(super) redis: Option<RedisCache>,
     pub(super) upstream: String,
+    /// The route to the configuration file's backends, for `/health`.
+    pub(super) route: Option<Route<TargetService>>,
     pub(super) models: Vec<ModelInfo>,
     pub(super) proxy_api_keys: Option<Vec<Secret>>,
     pub(super) body_limit: usize,
@@ -117,10 +120,15 @@ impl Router {
                 Some(redis) if redis.ping().await => "up",
                 Some(_) => "down",
             };
-            return json_response(
-                StatusCode::OK,
-                &json!({"status": "ok", "upstream": self.shared.upstream, "redis": redis}),
-            );
+            let body = match &self.shared.route {
+                None => json!({"status": "ok", "upstream": self.shared.upstream, "redis": redis}),
+                Some(route) => json!({
+                    "status": "ok",
+                    "backends": backend_health(route),
+                    "redis": redis,
+                }),
+            };
+            return json_response(StatusCode::OK, &body);
         }
 
         // Scraped without credentials, as `/health` is probed. Prometheus text format 0.0.4.
@@ -350,4 +358,26 @@ fn count_tokens(
         Ok(tokens) => json_response(StatusCode::OK, &json!({"input_tokens": tokens})),
         Err(err) => Flavor::Anthropic.error(err),
     }
+}
+
+/// Each backend of the route and whether it is answering: `cooling_down` after a failure
+/// (429, 5xx, timeout, refused) until the cool-down is over or one of its targets succeeds.
+fn backend_health(route: &Route<TargetService>) -> Vec<Value> {
+    let mut backends: Vec<(&str, bool)> = Vec::new();
+    for target in route.targets() {
+        let cooling = target.is_cooling_down();
+        match backends
+            .iter_mut()
+            .find(|(name, _)| *name == target.backend())
+        {
+            Some((_, all_cooling)) => *all_cooling &= cooling,
+            None => backends.push((target.backend(), cooling)),
+        }
+    }
+    backends
+        .into_iter()
+        .map(|(name, cooling)| {
+            json!({"name": name, "state": if cooling { "cooling_down" } else { "ok" }})
+        })
+        .collect()
 }

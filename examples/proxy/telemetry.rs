@@ -72,6 +72,12 @@ pub fn model_labels(config: &Config) -> ModelLabels {
                 .flat_map(|(pattern, target)| [pattern.clone(), target.clone()]),
         )
         .names([config.big_model.clone(), config.small_model.clone()])
+        .names(config.routing.iter().flat_map(|routing| {
+            routing
+                .routes
+                .iter()
+                .flat_map(|route| route.targets.iter().map(|(_, model)| model.clone()))
+        }))
 }
 
 /// The one line per request, written when the response body is over: method, path, status,

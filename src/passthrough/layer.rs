@@ -28,6 +28,7 @@ pub(crate) struct Config {
     pub(crate) model_map: ModelMap,
     pub(crate) version: HeaderValue,
     pub(crate) body_limit: usize,
+    pub(crate) max_json_depth: usize,
     pub(crate) response_limit: usize,
     pub(crate) stream_idle_timeout: Option<Duration>,
 }
@@ -38,6 +39,7 @@ impl Default for Config {
             model_map: ModelMap::new(),
             version: HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION),
             body_limit: DEFAULT_BODY_LIMIT,
+            max_json_depth: crate::parsed::DEFAULT_MAX_JSON_DEPTH,
             response_limit: DEFAULT_RESPONSE_LIMIT,
             stream_idle_timeout: None,
         }
@@ -67,6 +69,14 @@ impl AnthropicPassthroughLayer {
     #[must_use]
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.config_mut().body_limit = bytes;
+        self
+    }
+
+    /// The deepest JSON nesting accepted in a request body the layer parses itself (default
+    /// [`DEFAULT_MAX_JSON_DEPTH`](crate::parsed::DEFAULT_MAX_JSON_DEPTH)); deeper → `400`.
+    #[must_use]
+    pub fn max_json_depth(mut self, levels: usize) -> Self {
+        self.config_mut().max_json_depth = levels;
         self
     }
 

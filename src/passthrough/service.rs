@@ -103,7 +103,7 @@ where
     // Parse once: a layer further out (the cache, a route) may have parsed the body already.
     let parsed = match parts.extensions.remove::<ParsedBody>() {
         Some(parsed) => parsed,
-        None => match read_json(body, config.body_limit).await {
+        None => match read_json(body, config.body_limit, config.max_json_depth).await {
             Ok(parsed) => parsed,
             Err(err) => return Ok(err.into_anthropic_response()),
         },
@@ -204,7 +204,7 @@ fn prepare_upstream_headers(headers: &mut HeaderMap, body_len: usize, version: &
     );
 }
 
-async fn read_json<B>(body: B, limit: usize) -> Result<ParsedBody, ApiError>
+async fn read_json<B>(body: B, limit: usize, max_depth: usize) -> Result<ParsedBody, ApiError>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -213,7 +213,7 @@ where
     if bytes.is_empty() {
         return Err(ApiError::invalid_request("request body is empty"));
     }
-    ParsedBody::parse(bytes)
+    ParsedBody::parse_max_depth(bytes, max_depth)
         .map_err(|err| ApiError::invalid_request(format!("request body is not valid JSON: {err}")))
 }
 

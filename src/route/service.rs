@@ -76,6 +76,7 @@ struct Table {
     rules: Vec<Rule>,
     cool_down: Duration,
     body_limit: usize,
+    max_json_depth: usize,
 }
 
 /// Builds a [`Route`]: rules tried in the order added (first match wins), each with its
@@ -102,6 +103,7 @@ pub struct RouteBuilder<S> {
     rules: Vec<Rule>,
     cool_down: Duration,
     body_limit: usize,
+    max_json_depth: usize,
 }
 
 impl<S> Default for RouteBuilder<S> {
@@ -111,6 +113,7 @@ impl<S> Default for RouteBuilder<S> {
             rules: Vec::new(),
             cool_down: DEFAULT_COOL_DOWN,
             body_limit: DEFAULT_ROUTE_BODY_LIMIT,
+            max_json_depth: crate::parsed::DEFAULT_MAX_JSON_DEPTH,
         }
     }
 }
@@ -166,6 +169,14 @@ impl<S> RouteBuilder<S> {
         self
     }
 
+    /// The deepest JSON nesting accepted in a body the route parses itself (default
+    /// [`DEFAULT_MAX_JSON_DEPTH`](crate::parsed::DEFAULT_MAX_JSON_DEPTH)); deeper → `400`.
+    #[must_use]
+    pub fn max_json_depth(mut self, levels: usize) -> Self {
+        self.max_json_depth = levels;
+        self
+    }
+
     /// The finished service.
     pub fn build(self) -> Route<S> {
         Route {
@@ -174,6 +185,7 @@ impl<S> RouteBuilder<S> {
                 rules: self.rules,
                 cool_down: self.cool_down,
                 body_limit: self.body_limit,
+                max_json_depth: self.max_json_depth,
             }),
         }
     }
@@ -291,7 +303,7 @@ where
     // otherwise the parsed form is left in the extensions for the targets' layers.
     let bytes = match parts.extensions.get::<ParsedBody>() {
         Some(parsed) => parsed.bytes().clone(),
-        None => match read_json(body, table.body_limit).await {
+        None => match read_json(body, table.body_limit, table.max_json_depth).await {
             Ok(parsed) => {
                 let bytes = parsed.bytes().clone();
                 parts.extensions.insert(parsed);
@@ -414,7 +426,7 @@ fn local_error<B>(err: ApiError) -> Response<RouteBody<B>> {
     res
 }
 
-async fn read_json<B>(body: B, limit: usize) -> Result<ParsedBody, ApiError>
+async fn read_json<B>(body: B, limit: usize, max_depth: usize) -> Result<ParsedBody, ApiError>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -423,6 +435,6 @@ where
     if bytes.is_empty() {
         return Err(ApiError::invalid_request("request body is empty"));
     }
-    ParsedBody::parse(bytes)
+    ParsedBody::parse_max_depth(bytes, max_depth)
         .map_err(|err| ApiError::invalid_request(format!("request body is not valid JSON: {err}")))
 }
