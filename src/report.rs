@@ -95,7 +95,9 @@ impl UsageSlot {
     }
 
     /// Records the answer's usage; a later call replaces an earlier one (a stream may report
-    /// its input tokens first and the final figures at the end).
+    /// its input tokens first and the final figures at the end). A layer that reports a
+    /// stream's usage should set the slot by the stream's first content event: an outer
+    /// layer then knows it need not read the usage from the events.
     pub fn set(&self, usage: Usage) {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(usage);
     }

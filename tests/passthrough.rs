@@ -370,6 +370,9 @@ async fn malformed_bodies_never_reach_the_upstream_and_other_routes_pass() {
         b"[1]",
         br#"{"max_tokens":1}"#,
         br#"{"model":null}"#,
+        // The cache's setting is checked without a cache too.
+        br#"{"model":"claude-sonnet-4-5","max_tokens":1,"messages":[],"cache_ttl_secs":-1}"#,
+        br#"{"model":"claude-sonnet-4-5","max_tokens":1,"messages":[],"cache_ttl_secs":"60"}"#,
     ] {
         let req = Request::post("/v1/messages")
             .body(Full::new(Bytes::from_static(body)))

@@ -612,3 +612,36 @@ fn the_shipped_example_file_parses() {
     assert_eq!(routing.routes.len(), 2);
     assert_eq!(config.cool_down.as_secs(), 30);
 }
+
+/// With the cache off, `cache_ttl_secs` is still checked (the same 400) and never reaches an
+/// Anthropic backend either.
+#[tokio::test]
+async fn cache_ttl_secs_never_reaches_an_anthropic_backend_with_the_cache_off() {
+    let (local, primary, claude) = (
+        MockUpstream::start().await,
+        MockUpstream::start().await,
+        MockUpstream::start().await,
+    );
+    claude.respond_with(anthropic_reply);
+    let file = TempFile::new(&routing_file(
+        &local.base_url(),
+        &primary.base_url(),
+        &claude.base_url(),
+    ));
+    let mut env = KEYS.to_vec();
+    env.push(("CACHE_ENABLED", "false"));
+    let proxy = proxy_support::start(parse(&file, &env, &[]).expect("config")).await;
+    let mut request = ask("claude-opus-4-1", "ttl to anthropic");
+    request["cache_ttl_secs"] = json!(-1);
+    let answer = post_json(&proxy.url("/v1/messages"), CLIENT_HEADERS, &request).await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert_eq!(answer.json()["error"]["type"], "invalid_request_error");
+    assert_eq!(claude.calls() + local.calls() + primary.calls(), 0);
+    request["cache_ttl_secs"] = json!(600);
+    let answer = post_json(&proxy.url("/v1/messages"), CLIENT_HEADERS, &request).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.header("x-llm-bridge-backend"), Some("claude"));
+    let seen = claude.last_request();
+    assert!(seen.body.get("cache_ttl_secs").is_none(), "{}", seen.body);
+    assert!(!String::from_utf8_lossy(&seen.raw).contains("cache_ttl_secs"));
+}

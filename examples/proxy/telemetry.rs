@@ -54,14 +54,15 @@ pub fn telemetry(config: &Config) -> Result<Telemetry, BoxError> {
 }
 
 /// The single backend's name: the upstream's host and port (never its path or query, which
-/// may carry a key, and the URL holds no credentials: the configuration refuses them).
+/// may carry a key, and the URL holds no credentials: the configuration refuses them). With a
+/// configuration file, the route names each answer's backend (`[[backends]] name`) instead.
 pub fn backend_name(config: &Config) -> String {
     config.upstream.authority.to_string()
 }
 
 /// Model labels: the names the configuration knows (the `/v1/models` list, `MODEL_MAP`
-/// patterns and targets, the big and small models) and the crate's built-in list; anything
-/// else a client sends is counted as `other`.
+/// patterns and targets, the big and small models, a configuration file's target models) and
+/// the crate's built-in list; anything else a client sends is counted as `other`.
 pub fn model_labels(config: &Config) -> ModelLabels {
     ModelLabels::default()
         .names(model_list(config).into_iter().map(|m| m.id))

@@ -20,7 +20,7 @@ pin_project! {
     pub struct ResponseBody<B> {
         #[pin]
         inner: B,
-        tracker: Option<Tracker>,
+        tracker: Option<Box<Tracker>>,
         reader: Reader,
     }
 
@@ -47,7 +47,7 @@ enum Reader {
 }
 
 impl<B: Body> ResponseBody<B> {
-    pub(crate) fn new(inner: B, tracker: Tracker, parts: &Parts) -> Self {
+    pub(crate) fn new(inner: B, tracker: Box<Tracker>, parts: &Parts) -> Self {
         let route = tracker.route();
         let stream = parts
             .headers
@@ -89,7 +89,7 @@ impl<B: Body> ResponseBody<B> {
     }
 }
 
-fn finish(tracker: &mut Option<Tracker>, reader: &mut Reader, end: End) {
+fn finish(tracker: &mut Option<Box<Tracker>>, reader: &mut Reader, end: End) {
     let Some(mut tracker) = tracker.take() else {
         return;
     };
@@ -150,8 +150,18 @@ where
                     }
                 }
                 Reader::Stream(scan) => {
+                    // A layer further in reports this stream's usage (a translator sets the
+                    // slot at `message_start`): past the first content event, nothing more
+                    // to read.
+                    let reported = tracker.usage_reported();
+                    if reported {
+                        scan.usage_reported_elsewhere();
+                    }
                     if scan.push(data) {
                         tracker.first_token();
+                    }
+                    if reported && tracker.has_first_token() {
+                        *this.reader = Reader::None;
                     }
                 }
             }

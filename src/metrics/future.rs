@@ -17,12 +17,12 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
-        tracker: Option<Tracker>,
+        tracker: Option<Box<Tracker>>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, tracker: Tracker) -> Self {
+    pub(crate) fn new(inner: F, tracker: Box<Tracker>) -> Self {
         Self {
             inner,
             tracker: Some(tracker),

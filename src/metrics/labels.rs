@@ -131,8 +131,10 @@ pub const DEFAULT_KNOWN_MODELS: &[&str] = &[
 /// ```
 #[derive(Clone, Debug)]
 pub struct ModelLabels {
-    known: Arc<HashMap<Box<str>, SharedString>>,
-    fold: SharedString,
+    /// Known name → index into `labels`.
+    known: Arc<HashMap<Box<str>, u32>>,
+    /// The label of each known name, then the fold value, then `""`.
+    labels: Arc<Vec<SharedString>>,
 }
 
 impl Default for ModelLabels {
@@ -147,7 +149,10 @@ impl ModelLabels {
     pub fn empty() -> Self {
         Self {
             known: Arc::default(),
-            fold: SharedString::const_str("other"),
+            labels: Arc::new(vec![
+                SharedString::const_str("other"),
+                SharedString::const_str(""),
+            ]),
         }
     }
 
@@ -165,14 +170,16 @@ impl ModelLabels {
         I::Item: Into<String>,
     {
         let known = Arc::make_mut(&mut self.known);
+        let labels = Arc::make_mut(&mut self.labels);
         for name in names {
             let name: String = name.into();
-            if !name.is_empty() && name.len() <= MAX_MODEL_LEN {
-                known.insert(
-                    name.clone().into_boxed_str(),
-                    SharedString::from_owned(name),
-                );
+            if name.is_empty() || name.len() > MAX_MODEL_LEN || known.contains_key(&*name) {
+                continue;
             }
+            // Known names first, then the fold value and `""` (the last two).
+            let at = labels.len() - 2;
+            labels.insert(at, SharedString::from_shared(Arc::from(name.as_str())));
+            known.insert(name.into_boxed_str(), at as u32);
         }
         self
     }
@@ -180,7 +187,9 @@ impl ModelLabels {
     /// The label of every name that is not known (default `"other"`).
     #[must_use]
     pub fn fold_into(mut self, label: impl Into<String>) -> Self {
-        self.fold = SharedString::from_owned(label.into());
+        let labels = Arc::make_mut(&mut self.labels);
+        let at = labels.len() - 2;
+        labels[at] = SharedString::from_shared(Arc::from(label.into().as_str()));
         self
     }
 
@@ -191,21 +200,33 @@ impl ModelLabels {
 
     /// The label for a client's model name; see the [type docs](Self).
     pub fn label_for(&self, model: Option<&str>) -> SharedString {
+        self.label(self.index_of(model)).clone()
+    }
+
+    /// The index of the label for `model` (stable for this set of labels; a small integer).
+    pub(crate) fn index_of(&self, model: Option<&str>) -> u32 {
+        let fold = (self.labels.len() - 2) as u32;
         let Some(mut name) = model.filter(|name| !name.is_empty()) else {
-            return SharedString::const_str("");
+            return fold + 1;
         };
         if name.len() > MAX_MODEL_LEN {
-            return self.fold.clone();
+            return fold;
         }
         loop {
-            if let Some(label) = self.known.get(name) {
-                return label.clone();
+            if let Some(&at) = self.known.get(name) {
+                return at;
             }
             match name.rfind('-') {
                 Some(i) => name = &name[..i],
-                None => return self.fold.clone(),
+                None => return fold,
             }
         }
+    }
+
+    /// The label at `index` (from [`index_of`](Self::index_of)).
+    pub(crate) fn label(&self, index: u32) -> &SharedString {
+        let last = self.labels.len() - 1;
+        &self.labels[(index as usize).min(last)]
     }
 }
 

@@ -5,6 +5,7 @@ use metrics::{Recorder, SharedString};
 use tower_layer::Layer;
 
 use super::Completed;
+use super::handles::Handles;
 use super::labels::ModelLabels;
 use super::service::Metrics;
 
@@ -37,6 +38,15 @@ pub(crate) struct Config {
     pub(crate) recorder: Option<Arc<dyn Recorder + Send + Sync>>,
     pub(crate) on_complete: Option<OnComplete>,
     pub(crate) usage_body_limit: usize,
+    /// Resolved on first use, with the recorder set then.
+    handles: std::sync::OnceLock<Handles>,
+}
+
+impl Config {
+    pub(crate) fn handles(&self) -> &Handles {
+        self.handles
+            .get_or_init(|| Handles::new(self.recorder.clone()))
+    }
 }
 
 impl Clone for Config {
@@ -47,6 +57,8 @@ impl Clone for Config {
             recorder: self.recorder.clone(),
             on_complete: self.on_complete.clone(),
             usage_body_limit: self.usage_body_limit,
+            // A cache of handles for this configuration's recorder: a changed copy starts anew.
+            handles: std::sync::OnceLock::new(),
         }
     }
 }
@@ -88,6 +100,7 @@ impl MetricsLayer {
                 recorder: None,
                 on_complete: None,
                 usage_body_limit: DEFAULT_USAGE_BODY_LIMIT,
+                handles: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -101,7 +114,7 @@ impl MetricsLayer {
     /// [`BACKEND_HEADER`](crate::report::BACKEND_HEADER) (a stack with a single backend).
     #[must_use]
     pub fn backend(mut self, name: impl Into<String>) -> Self {
-        self.config().backend = SharedString::from_owned(name.into());
+        self.config().backend = SharedString::from_shared(std::sync::Arc::from(name.into()));
         self
     }
 
@@ -114,6 +127,10 @@ impl MetricsLayer {
 
     /// Records into `recorder` instead of the global one (several stacks in one process with
     /// their own registries, tests). The handles go through the `metrics` facade as usual.
+    ///
+    /// Without it, the layer resolves each series' handle from the current recorder (the
+    /// global one, or a thread's local one) when the series is first recorded, and keeps it:
+    /// install the global recorder before serving.
     #[must_use]
     pub fn recorder(mut self, recorder: Arc<dyn Recorder + Send + Sync>) -> Self {
         self.config().recorder = Some(recorder);

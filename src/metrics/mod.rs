@@ -155,6 +155,7 @@ use crate::report::Usage;
 
 mod body;
 mod future;
+mod handles;
 mod labels;
 mod layer;
 mod record;

@@ -6,16 +6,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use http::{HeaderMap, Method, Response, StatusCode, Uri};
-use metrics::{Key, Label, Metadata, Recorder, SharedString};
+use metrics::SharedString;
 use tracing::Span;
 
 use super::labels::{Route, status_label};
 use super::layer::Config;
-use super::{Completed, End, names};
+use super::{Completed, End};
 use crate::report::{BACKEND_HEADER, ModelSlot, UpstreamAttempts, Usage, UsageSlot};
-
-static METADATA: Metadata<'static> =
-    Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
 /// How a request's response head came back.
 #[derive(Debug)]
@@ -37,7 +34,7 @@ pub(crate) struct Tracker {
     request: Option<(Method, Uri)>,
     head: Head,
     attempts: Option<UpstreamAttempts>,
-    backend_header: Option<SharedString>,
+    backend_header: Option<Box<str>>,
     cache: Option<&'static str>,
     ttft: Option<Duration>,
     read_usage: Option<Usage>,
@@ -46,7 +43,9 @@ pub(crate) struct Tracker {
 
 impl Tracker {
     /// Starts tracking: counts the request in flight and puts the slots into its extensions.
-    pub(crate) fn start<B>(config: Arc<Config>, req: &mut http::Request<B>) -> Self {
+    ///
+    /// Boxed: it rides in the response future and then the body, which move a few times.
+    pub(crate) fn start<B>(config: Arc<Config>, req: &mut http::Request<B>) -> Box<Self> {
         let route = Route::of(req.uri().path());
         let usage = UsageSlot::new();
         let models = ModelSlot::new();
@@ -56,7 +55,7 @@ impl Tracker {
             .on_complete
             .is_some()
             .then(|| (req.method().clone(), req.uri().clone()));
-        let tracker = Self {
+        let tracker = Box::new(Self {
             start: Instant::now(),
             route,
             usage,
@@ -71,11 +70,8 @@ impl Tracker {
             read_usage: None,
             done: false,
             config,
-        };
-        tracker.with_recorder(|r| {
-            r.register_gauge(&Key::from_static_name(names::IN_FLIGHT), &METADATA)
-                .increment(1.0);
         });
+        tracker.config.handles().in_flight().increment(1.0);
         tracker
     }
 
@@ -98,8 +94,7 @@ impl Tracker {
         self.attempts = res.extensions().get::<UpstreamAttempts>().cloned();
         let headers = res.headers();
         if self.attempts.is_none() {
-            self.backend_header = header_str(headers, &BACKEND_HEADER)
-                .map(|name| SharedString::from_owned(name.to_owned()));
+            self.backend_header = header_str(headers, &BACKEND_HEADER).map(Box::from);
         }
         if self.route.cache_namespace().is_some() {
             self.cache = match header_str(headers, &http::HeaderName::from_static("x-cache")) {
@@ -123,36 +118,31 @@ impl Tracker {
         }
     }
 
+    pub(crate) fn has_first_token(&self) -> bool {
+        self.ttft.is_some()
+    }
+
     /// Usage read from the answer's bytes (used when no layer further in reported it).
     pub(crate) fn set_read_usage(&mut self, usage: Option<Usage>) {
         self.read_usage = usage;
     }
 
     /// The backend label of this answer, `None` for one made by this proxy itself.
-    fn backend(&self) -> Option<SharedString> {
+    fn backend(&self) -> Option<&str> {
         if self.cache == Some("hit") {
-            return Some(SharedString::const_str("cache"));
+            return Some("cache");
         }
         if let Some(name) = self
             .attempts
             .as_ref()
             .and_then(UpstreamAttempts::answered_by)
         {
-            return Some(SharedString::from_owned(name.to_owned()));
+            return Some(name);
         }
         if let Some(name) = &self.backend_header {
-            return Some(name.clone());
+            return Some(name);
         }
-        self.route
-            .cache_namespace()
-            .map(|_| self.config.backend.clone())
-    }
-
-    fn with_recorder<T>(&self, f: impl FnOnce(&dyn Recorder) -> T) -> T {
-        match &self.config.recorder {
-            Some(recorder) => f(recorder.as_ref()),
-            None => metrics::with_recorder(f),
-        }
+        self.route.cache_namespace().map(|_| &*self.config.backend)
     }
 
     /// Records everything; called once, when the request is over.
@@ -163,92 +153,61 @@ impl Tracker {
         let duration = self.start.elapsed();
         let usage = self.usage.get().or(self.read_usage);
         let requested = self.models.requested();
-        let model = self.config.model_labels.label_for(requested.as_deref());
-        let status = match self.head {
-            Head::Response(status) => status_label(status),
+        let labels = &self.config.model_labels;
+        let model = labels.index_of(requested.as_deref());
+        let model_label = labels.label(model);
+        let (status_key, status) = match self.head {
+            Head::Response(status) => (status.as_u16(), status_label(status)),
             // nginx's "client closed request": the client left before the response head.
-            Head::Pending => SharedString::const_str("499"),
-            Head::Failed => SharedString::const_str("error"),
+            Head::Pending => (499, SharedString::const_str("499")),
+            Head::Failed => (0, SharedString::const_str("error")),
         };
-        let route = SharedString::const_str(self.route.as_str());
         let backend = self.backend();
-        let llm = self.route.cache_namespace().is_some();
+        let handles = self.config.handles();
 
-        self.with_recorder(|r| {
-            r.register_gauge(&Key::from_static_name(names::IN_FLIGHT), &METADATA)
-                .decrement(1.0);
-            let labels = vec![
-                Label::new("route", route.clone()),
-                Label::new("status", status.clone()),
-                Label::new("model", model.clone()),
-            ];
-            r.register_counter(&Key::from_parts(names::REQUESTS, labels), &METADATA)
-                .increment(1);
-            let labels = vec![Label::new("route", route)];
-            r.register_histogram(&Key::from_parts(names::DURATION, labels), &METADATA)
-                .record(duration.as_secs_f64());
-            if let (Some(ttft), Some(backend)) = (self.ttft, &backend) {
-                let labels = vec![Label::new("backend", backend.clone())];
-                r.register_histogram(&Key::from_parts(names::TTFT, labels), &METADATA)
-                    .record(ttft.as_secs_f64());
+        handles.in_flight().decrement(1.0);
+        handles
+            .requests(self.route, status_key, status, model, model_label)
+            .increment(1);
+        handles.duration(self.route).record(duration.as_secs_f64());
+        if let Some(name) = backend {
+            let backend = handles.backend(name);
+            if let Some(ttft) = self.ttft {
+                handles.ttft(&backend).record(ttft.as_secs_f64());
             }
-            if let (Some(usage), Some(backend)) = (usage, &backend) {
-                for (kind, n) in [
-                    ("input", usage.input_tokens),
-                    ("output", usage.output_tokens),
-                    ("cache_read", usage.cache_read_input_tokens),
-                ] {
-                    let labels = vec![
-                        Label::from_static_parts("type", kind),
-                        Label::new("model", model.clone()),
-                        Label::new("backend", backend.clone()),
-                    ];
-                    r.register_counter(&Key::from_parts(names::TOKENS, labels), &METADATA)
-                        .increment(n);
+            if let Some(usage) = usage {
+                let [input, output, cache_read] = &*handles.tokens(&backend, model, model_label);
+                input.increment(usage.input_tokens);
+                output.increment(usage.output_tokens);
+                cache_read.increment(usage.cache_read_input_tokens);
+            }
+        }
+        if let (Some(namespace), Some(result)) = (self.route.cache_namespace(), self.cache) {
+            handles.cache(namespace, result).increment(1);
+        }
+        match (&self.attempts, &self.head) {
+            (Some(attempts), _) => {
+                for (name, outcome) in attempts.iter() {
+                    let backend = handles.backend(name);
+                    handles.upstream(&backend, outcome.as_str()).increment(1);
                 }
             }
-            if let (Some(namespace), Some(result)) = (self.route.cache_namespace(), self.cache) {
-                let labels = vec![
-                    Label::from_static_parts("namespace", namespace),
-                    Label::from_static_parts("result", result),
-                ];
-                r.register_counter(&Key::from_parts(names::CACHE, labels), &METADATA)
-                    .increment(1);
+            // A stack without a routing layer: one call to the configured backend, for the
+            // LLM routes' answers that did not come from the cache or from the proxy's own
+            // refusals (authentication, body size, type, read timeout).
+            (None, Head::Response(status))
+                if self.route.cache_namespace().is_some()
+                    && self.cache != Some("hit")
+                    && !matches!(status.as_u16(), 401 | 403 | 408 | 413 | 415) =>
+            {
+                let outcome = if status.is_success() { "ok" } else { "error" };
+                let backend = handles.backend(&self.config.backend);
+                handles.upstream(&backend, outcome).increment(1);
             }
-            let upstream = |r: &dyn Recorder, backend: SharedString, outcome: &'static str| {
-                let labels = vec![
-                    Label::new("backend", backend),
-                    Label::from_static_parts("outcome", outcome),
-                ];
-                r.register_counter(&Key::from_parts(names::UPSTREAM, labels), &METADATA)
-                    .increment(1);
-            };
-            match (&self.attempts, &self.head) {
-                (Some(attempts), _) => {
-                    for (name, outcome) in attempts.iter() {
-                        upstream(
-                            r,
-                            SharedString::from_owned(name.to_owned()),
-                            outcome.as_str(),
-                        );
-                    }
-                }
-                // A stack without a routing layer: one call to the configured backend, for the
-                // LLM routes' answers that did not come from the cache or from the proxy's own
-                // refusals (authentication, body size, type, read timeout).
-                (None, Head::Response(status))
-                    if llm
-                        && self.cache != Some("hit")
-                        && !matches!(status.as_u16(), 401 | 403 | 408 | 413 | 415) =>
-                {
-                    let outcome = if status.is_success() { "ok" } else { "error" };
-                    upstream(r, self.config.backend.clone(), outcome);
-                }
-                _ => {}
-            }
-        });
+            _ => {}
+        }
 
-        self.record_span(usage, requested.as_deref(), backend.as_deref());
+        self.record_span(usage, requested.as_deref(), backend);
         if let Some(hook) = &self.config.on_complete {
             let (method, path) = match &self.request {
                 Some((method, uri)) => (method, uri.path()),
@@ -264,9 +223,9 @@ impl Tracker {
                     _ => None,
                 },
                 model: requested.as_deref(),
-                model_label: &model,
+                model_label,
                 served_model: served.as_deref(),
-                backend: backend.as_deref(),
+                backend,
                 cache: self.cache,
                 usage,
                 time_to_first_token: self.ttft,

@@ -5,8 +5,10 @@
 //! through). They never hold a stream: [`StreamScan`] looks at the start of each SSE line and
 //! keeps only the data lines of `message_start` and `message_delta` events.
 
-use memchr::memchr;
-use memchr::memmem::FinderRev;
+use std::sync::OnceLock;
+
+use memchr::memmem::{Finder, FinderRev};
+use memchr::{memchr, memrchr};
 use serde::Deserialize;
 
 use crate::report::Usage;
@@ -92,7 +94,16 @@ pub(crate) fn usage_of_json(body: &[u8]) -> Option<Usage> {
 }
 
 fn trailing_usage(body: &[u8]) -> Option<Usage> {
-    let at = FinderRev::new(b"\"usage\"").rfind(body)?;
+    trailing_wire_usage(body, 1).map(|wire| wire.to_usage())
+}
+
+/// The `usage` object that is the last member of the object `depth` levels down (`1`: the
+/// document's own), found from the end and parsed alone; `None` when the layout is another.
+fn trailing_wire_usage(body: &[u8], depth: usize) -> Option<WireUsage> {
+    static USAGE_KEY: OnceLock<FinderRev<'static>> = OnceLock::new();
+    let at = USAGE_KEY
+        .get_or_init(|| FinderRev::new(b"\"usage\""))
+        .rfind(body)?;
     // A quote preceded by an odd number of backslashes is inside a string.
     let backslashes = body[..at].iter().rev().take_while(|&&b| b == b'\\').count();
     if backslashes % 2 == 1 {
@@ -102,9 +113,12 @@ fn trailing_usage(body: &[u8]) -> Option<Usage> {
     let value = rest.strip_prefix(b":")?;
     let mut values = serde_json::Deserializer::from_slice(value).into_iter::<WireUsage>();
     let wire = values.next()?.ok()?;
-    let tail = skip_ws(value.get(values.byte_offset()..)?);
-    // Exactly one closer, and it is the document's: `usage` is a member of the top level.
-    (skip_ws(tail.strip_prefix(b"}")?).is_empty()).then(|| wire.to_usage())
+    let mut tail = skip_ws(value.get(values.byte_offset()..)?);
+    // Exactly `depth` closers to the end: `usage` is a member of the object at that depth.
+    for _ in 0..depth {
+        tail = skip_ws(tail.strip_prefix(b"}")?);
+    }
+    tail.is_empty().then_some(wire)
 }
 
 fn skip_ws(bytes: &[u8]) -> &[u8] {
@@ -146,6 +160,18 @@ pub(crate) struct StreamScan {
     event: Event,
     content_seen: bool,
     usage: Option<Usage>,
+    /// While hunting: the bytes of the line in progress at the end of the last frame.
+    carry: Vec<u8>,
+    /// Whether the usage is wanted from the events (not when a layer further in reports it).
+    usage_wanted: bool,
+}
+
+/// What is left to find once the first content event went by.
+const HUNTED: &[u8] = b"message_delta";
+
+fn hunted() -> &'static Finder<'static> {
+    static FINDER: OnceLock<Finder<'static>> = OnceLock::new();
+    FINDER.get_or_init(|| Finder::new(HUNTED))
 }
 
 impl StreamScan {
@@ -156,7 +182,15 @@ impl StreamScan {
             event: Event::Other,
             content_seen: false,
             usage: None,
+            carry: Vec::new(),
+            usage_wanted: true,
         }
+    }
+
+    /// From the first content event on, looks for nothing more (the usage comes from
+    /// elsewhere).
+    pub(crate) fn usage_reported_elsewhere(&mut self) {
+        self.usage_wanted = false;
     }
 
     /// The usage so far: `message_start`'s, updated by each `message_delta`.
@@ -166,8 +200,82 @@ impl StreamScan {
 
     /// Feeds the next bytes of the stream; `true` when they hold the stream's first content
     /// event (a `content_block_delta`).
+    ///
+    /// Until then every line's start is looked at. After it, at a line boundary, only the
+    /// frames that mention `message_delta` are (one vectorised search per frame): the content
+    /// events, nearly all of a stream, are not walked line by line.
     pub(crate) fn push(&mut self, mut bytes: &[u8]) -> bool {
         let before = self.content_seen;
+        let mut hunting = self.content_seen && self.state == Line::Start && self.line.is_empty();
+        // Turns alternate; each line-by-line turn consumes at least one line: the loop ends.
+        loop {
+            let next = if hunting {
+                if !self.usage_wanted {
+                    break;
+                }
+                self.hunt(bytes)
+            } else {
+                self.push_lines(bytes)
+            };
+            match next {
+                Some(rest) if !rest.is_empty() => bytes = rest,
+                _ => break,
+            }
+            hunting = !hunting;
+        }
+        !before && self.content_seen
+    }
+
+    /// Skips to the line that mentions `message_delta`, if any: returns the bytes to look at
+    /// line by line from there (the carried start of the line, if any, already fed).
+    fn hunt<'b>(&mut self, bytes: &'b [u8]) -> Option<&'b [u8]> {
+        // The name split across the last frame and this one.
+        let straddles = !self.carry.is_empty() && {
+            let keep = HUNTED.len() - 1;
+            let mut junction = self.carry[self.carry.len().saturating_sub(keep)..].to_vec();
+            junction.extend_from_slice(&bytes[..bytes.len().min(keep)]);
+            hunted().find(&junction).is_some()
+        };
+        let found = if straddles {
+            Some(0)
+        } else {
+            hunted().find(bytes)
+        };
+        match found {
+            Some(at) => match memrchr(b'\n', &bytes[..at]) {
+                // The line holding it starts in this frame.
+                Some(newline) if !straddles => {
+                    self.carry.clear();
+                    Some(&bytes[newline + 1..])
+                }
+                // It started in an earlier frame: the carry holds its beginning (no newline
+                // in it, so this only buffers).
+                _ => {
+                    let carry = std::mem::take(&mut self.carry);
+                    let _ = self.push_lines(&carry);
+                    Some(bytes)
+                }
+            },
+            None => {
+                match memrchr(b'\n', bytes) {
+                    Some(newline) => {
+                        self.carry.clear();
+                        self.carry.extend_from_slice(&bytes[newline + 1..]);
+                    }
+                    None if self.carry.len() + bytes.len() <= MAX_LINE => {
+                        self.carry.extend_from_slice(bytes);
+                    }
+                    // A line too long to be a `message_delta` event's: forget its start.
+                    None => self.carry.clear(),
+                }
+                None
+            }
+        }
+    }
+
+    /// Looks at the lines of `bytes`, until the first content event has gone by at a line
+    /// boundary: returns what is left then, to hunt through.
+    fn push_lines<'b>(&mut self, mut bytes: &'b [u8]) -> Option<&'b [u8]> {
         while !bytes.is_empty() {
             let newline = memchr(b'\n', bytes);
             let (chunk, ended) = match newline {
@@ -177,6 +285,14 @@ impl StreamScan {
             bytes = newline.map_or(&[][..], |i| &bytes[i + 1..]);
             match self.state {
                 Line::Skip => {}
+                // A whole line within these bytes: looked at in place, never copied.
+                Line::Start if ended && self.line.is_empty() => {
+                    self.complete_line(chunk);
+                    if self.content_seen {
+                        return Some(bytes);
+                    }
+                    continue;
+                }
                 Line::Start | Line::Keep => {
                     let room = MAX_LINE.saturating_sub(self.line.len());
                     if chunk.len() > room {
@@ -205,9 +321,12 @@ impl StreamScan {
                     self.line.clear();
                 }
                 self.state = Line::Start;
+                if self.content_seen {
+                    return Some(bytes);
+                }
             }
         }
-        !before && self.content_seen
+        None
     }
 
     /// Whether a line starting with `self.line` (at least `PREFIX` bytes) is worth keeping.
@@ -265,13 +384,19 @@ impl StreamScan {
         struct Start {
             message: WireAnswer,
         }
+        // `usage` comes last in both events (of `message` in `message_start`): parse that
+        // object alone when it does, the whole event otherwise.
         let wire = match kind {
-            Event::MessageStart => serde_json::from_slice::<Start>(data)
-                .ok()
-                .and_then(|start| start.message.usage),
-            _ => serde_json::from_slice::<WireAnswer>(data)
-                .ok()
-                .and_then(|delta| delta.usage),
+            Event::MessageStart => trailing_wire_usage(data, 2).or_else(|| {
+                serde_json::from_slice::<Start>(data)
+                    .ok()
+                    .and_then(|start| start.message.usage)
+            }),
+            _ => trailing_wire_usage(data, 1).or_else(|| {
+                serde_json::from_slice::<WireAnswer>(data)
+                    .ok()
+                    .and_then(|delta| delta.usage)
+            }),
         };
         if let Some(wire) = wire {
             let usage = self.usage.get_or_insert_with(Usage::default);
@@ -341,9 +466,53 @@ mod tests {
     }
 
     #[test]
+    fn stream_usage_in_frames_of_every_size() {
+        // Many content events, so that most frames are skipped by the hunt after the first.
+        let mut stream = STREAM.replace(
+            "event: content_block_stop",
+            &"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"more\"}}\n\n".repeat(20),
+        );
+        stream.push_str("event: content_block_stop\n");
+        for size in 1..=97 {
+            let mut scan = StreamScan::new();
+            let firsts = stream
+                .as_bytes()
+                .chunks(size)
+                .filter(|c| scan.push(c))
+                .count();
+            assert_eq!(
+                (firsts, scan.usage()),
+                (1, Some(expected())),
+                "frames of {size}"
+            );
+        }
+        // A cumulative message_delta split right inside its name, after a long partial line.
+        let tail = "data: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"xx\"}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":99}}\n\n";
+        let cut = tail.find("sage_delta\ndata").unwrap();
+        let mut scan = StreamScan::new();
+        scan.push(STREAM.as_bytes());
+        scan.push(&tail.as_bytes()[..cut]);
+        scan.push(&tail.as_bytes()[cut..]);
+        assert_eq!(scan.usage().map(|u| u.output_tokens), Some(99));
+    }
+
+    #[test]
+    fn text_that_mentions_the_event_names_many_times() {
+        let noisy: String = (0..5_000)
+            .map(|_| "data: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"message_delta message_start\"}}\n\n")
+            .collect();
+        let mut scan = StreamScan::new();
+        scan.push(STREAM.as_bytes());
+        scan.push(noisy.as_bytes());
+        scan.push(noisy.as_bytes());
+        assert_eq!(scan.usage(), Some(expected()));
+    }
+
+    #[test]
     fn data_lines_without_event_names_and_cumulative_deltas() {
         let stream = concat!(
-            "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":0}}}\n\n",
+            // `usage` not last: the whole event is parsed.
+            "data: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":0},\"model\":\"m\"}}\n\n",
             "data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"x\"}}\n\n",
             "data: {\"type\":\"message_delta\",\"usage\":{\"input_tokens\":4,\"cache_read_input_tokens\":9,\"output_tokens\":2}}\n\n",
         );

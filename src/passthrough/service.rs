@@ -16,7 +16,9 @@ use super::layer::Config;
 use super::rewrite::{ModelRewriter, rewrite_message, upstream_request};
 use crate::BoxError;
 use crate::error::ApiError;
-use crate::parsed::{CollectError, ParsedBody, collect_limited, collect_limited_idle};
+use crate::parsed::{
+    CollectError, ParsedBody, cache_ttl_secs, collect_limited, collect_limited_idle,
+};
 use crate::report::ModelSlot;
 
 /// Middleware that sends `POST /v1/messages` to an Anthropic-speaking service with the model
@@ -115,6 +117,11 @@ where
     let Some(client_model) = request.get("model").and_then(Value::as_str) else {
         return Ok(ApiError::invalid_request("model: Field required").into_anthropic_response());
     };
+    // The cache's setting: validated here too, so an invalid value is the same 400 with or
+    // without a cache in front (and it never goes upstream: see `upstream_request`).
+    if let Err(message) = cache_ttl_secs(parsed.json()) {
+        return Ok(ApiError::invalid_request(message).into_anthropic_response());
+    }
     let upstream_model = config.model_map.map(client_model);
     // For an outer metrics layer's model labels.
     if let Some(slot) = parts.extensions.get::<ModelSlot>() {

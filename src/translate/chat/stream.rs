@@ -114,7 +114,8 @@ pub struct StreamConfig {
     pub stop_sequences: Vec<String>,
     /// The largest upstream SSE event accepted, in bytes.
     pub max_event_size: usize,
-    /// Filled with the final usage when the stream completes (for an outer metrics layer).
+    /// Filled at `message_start` and with the final usage when the stream completes (for an
+    /// outer metrics layer).
     pub usage_slot: Option<crate::report::UsageSlot>,
     /// The most the translator holds back, in bytes: fragments of tool calls (and text) that
     /// cannot be sent yet, because a call has no name yet or an earlier call is still open.
@@ -499,6 +500,11 @@ impl Core {
 
     fn start(&mut self, usage: Option<&Usage>, out: &mut BytesMut) {
         let usage = usage.map(Usage::to_anthropic).unwrap_or_default();
+        // Set now as well as at the end: tells an outer metrics layer that this stream's
+        // usage will be reported, so it need not read it from the events.
+        if let Some(slot) = &self.config.usage_slot {
+            slot.set(usage.into());
+        }
         emit(
             out,
             &Event::MessageStart {
