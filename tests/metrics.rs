@@ -953,3 +953,88 @@ async fn with_the_routing_layer_fallbacks_backends_and_no_route() {
         ])
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_request_span_gets_the_gen_ai_attributes() {
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
+    #[derive(Clone, Default)]
+    struct Fields(Arc<Mutex<BTreeMap<String, String>>>);
+    struct Visitor<'a>(&'a mut BTreeMap<String, String>);
+    impl Visit for Visitor<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.insert(field.name().to_owned(), format!("{value:?}"));
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.insert(field.name().to_owned(), value.to_owned());
+        }
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Fields {
+        fn on_record(
+            &self,
+            _: &tracing::span::Id,
+            values: &tracing::span::Record<'_>,
+            _: Context<'_, S>,
+        ) {
+            values.record(&mut Visitor(&mut self.0.lock().unwrap()));
+        }
+    }
+    let fields = Fields::default();
+    let subscriber = tracing_subscriber::registry().with(fields.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (layer, _snap) = new_layer();
+    let mut svc =
+        ServiceBuilder::new()
+            .layer(layer)
+            .service_fn(|req: Request<Full<Bytes>>| async move {
+                report(&req, "claude-sonnet-4-5", Some(usage(12, 3, 0)));
+                req.extensions()
+                    .get::<ModelSlot>()
+                    .unwrap()
+                    .set_served("gpt-4o");
+                let mut res = sse(frames(ANTHROPIC_STREAM.to_vec(), Duration::ZERO));
+                res.headers_mut()
+                    .insert("x-cache", "BYPASS".parse().unwrap());
+                Ok::<_, Infallible>(res)
+            });
+    let span = tracing::info_span!(
+        "request",
+        gen_ai.operation.name = tracing::field::Empty,
+        gen_ai.request.model = tracing::field::Empty,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        llm_bridge.backend = tracing::field::Empty,
+        llm_bridge.cache = tracing::field::Empty,
+        llm_bridge.time_to_first_token_ms = tracing::field::Empty,
+    );
+    // As tower-http's TraceLayer does: the span is current while the inner service is called.
+    let ready = svc.ready().await.unwrap();
+    let future = span.in_scope(|| ready.call(post("/v1/messages")));
+    future.await.unwrap().into_body().collect().await.unwrap();
+
+    let got = fields.0.lock().unwrap().clone();
+    let expected: BTreeMap<String, String> = [
+        ("gen_ai.operation.name", "chat"),
+        ("gen_ai.request.model", "claude-sonnet-4-5"),
+        ("gen_ai.response.model", "gpt-4o"),
+        ("gen_ai.usage.input_tokens", "12"),
+        ("gen_ai.usage.output_tokens", "3"),
+        ("llm_bridge.backend", "primary"),
+        ("llm_bridge.cache", "bypass"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .chain(
+        got.get("llm_bridge.time_to_first_token_ms")
+            .map(|v| ("llm_bridge.time_to_first_token_ms".to_owned(), v.clone())),
+    )
+    .collect();
+    assert_eq!(got, expected);
+    assert!(
+        got.contains_key("llm_bridge.time_to_first_token_ms"),
+        "{got:?}"
+    );
+}

@@ -394,7 +394,21 @@ pub struct LogSpan;
 
 impl<B> MakeSpan<B> for LogSpan {
     fn make_span(&mut self, req: &Request<B>) -> Span {
-        tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+        // The GenAI fields (OpenTelemetry semantic conventions) are recorded by the metrics
+        // layer when the request is over.
+        tracing::debug_span!(
+            "request",
+            method = %req.method(),
+            path = %req.uri().path(),
+            gen_ai.operation.name = tracing::field::Empty,
+            gen_ai.request.model = tracing::field::Empty,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            llm_bridge.backend = tracing::field::Empty,
+            llm_bridge.cache = tracing::field::Empty,
+            llm_bridge.time_to_first_token_ms = tracing::field::Empty,
+        )
     }
 }
 
