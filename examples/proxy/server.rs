@@ -45,28 +45,61 @@ pub async fn serve(
         .keep_alive_interval(config.h2_ping_interval)
         .keep_alive_timeout(config.h2_ping_timeout);
 
-    info!(
-        "listening on http://{}, upstream {} ({} wire, API key {}), proxy auth {}, cache {}",
-        listener.local_addr()?,
-        config.upstream,
-        config.wire,
-        if config.openai_api_key.is_some() {
-            "set"
-        } else {
-            "not set"
-        },
-        match &config.proxy_api_keys {
-            Some(keys) => format!("on ({} keys)", keys.len()),
-            None => "off".to_owned(),
-        },
-        config.cache.describe(),
-    );
-    info!(
-        "models: claude-sonnet-4-5 -> {}, claude-opus-4-1 -> {}, claude-haiku-4-5 -> {}",
-        config.map_model("claude-sonnet-4-5"),
-        config.map_model("claude-opus-4-1"),
-        config.map_model("claude-haiku-4-5"),
-    );
+    let auth = match &config.proxy_api_keys {
+        Some(keys) => format!("on ({} keys)", keys.len()),
+        None => "off".to_owned(),
+    };
+    match &config.routing {
+        None => {
+            info!(
+                "listening on http://{}, upstream {} ({} wire, API key {}), proxy auth {}, cache {}",
+                listener.local_addr()?,
+                config.upstream,
+                config.wire,
+                if config.openai_api_key.is_some() {
+                    "set"
+                } else {
+                    "not set"
+                },
+                auth,
+                config.cache.describe(),
+            );
+            info!(
+                "models: claude-sonnet-4-5 -> {}, claude-opus-4-1 -> {}, claude-haiku-4-5 -> {}",
+                config.map_model("claude-sonnet-4-5"),
+                config.map_model("claude-opus-4-1"),
+                config.map_model("claude-haiku-4-5"),
+            );
+        }
+        Some(routing) => {
+            // Names, kinds and URLs only: keys stay out of the log.
+            let backends: Vec<String> = routing
+                .backends
+                .iter()
+                .map(|b| format!("{} ({} at {})", b.name, b.kind, b.base_url))
+                .collect();
+            let routes: Vec<String> = routing
+                .routes
+                .iter()
+                .map(|r| {
+                    let targets: Vec<String> = r
+                        .targets
+                        .iter()
+                        .map(|(i, model)| format!("{}:{model}", routing.backends[*i].name))
+                        .collect();
+                    format!("{:?} -> {}", r.pattern, targets.join(" then "))
+                })
+                .collect();
+            info!(
+                "listening on http://{}, backends {}, proxy auth {}, cache {}",
+                listener.local_addr()?,
+                backends.join(", "),
+                auth,
+                config.cache.describe(),
+            );
+            info!("routes: {}", routes.join("; "));
+        }
+    }
 
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
