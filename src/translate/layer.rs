@@ -13,6 +13,112 @@ pub const DEFAULT_BODY_LIMIT: usize = 32 * 1024 * 1024;
 /// Default limit on the size of a non-streamed upstream response body.
 pub const DEFAULT_RESPONSE_LIMIT: usize = 64 * 1024 * 1024;
 
+/// The settings both wires' layers share (they share one [`Config`]), written once.
+macro_rules! shared_settings {
+    ($layer:ident, $default_path:literal, $example_path:literal) => {
+        impl $layer {
+            fn config_mut(&mut self) -> &mut Config {
+                Arc::make_mut(&mut self.config)
+            }
+
+            /// Sets the client → upstream model mapping.
+            #[must_use]
+            pub fn model_map(mut self, model_map: ModelMap) -> Self {
+                self.config_mut().options.model_map = model_map;
+                self
+            }
+
+            /// Sets which upstream models are reasoning models (they get the reasoning
+            /// parameters and no sampling parameters).
+            #[must_use]
+            pub fn reasoning_models(mut self, reasoning_models: ReasoningModels) -> Self {
+                self.config_mut().options.reasoning_models = reasoning_models;
+                self
+            }
+
+            /// Sets per-model caps on the number of tokens to generate.
+            #[must_use]
+            pub fn max_tokens_caps(mut self, caps: MaxTokensCaps) -> Self {
+                self.config_mut().options.max_tokens_caps = caps;
+                self
+            }
+
+            /// The largest request body accepted, in bytes; larger ones get `413
+            /// request_too_large`.
+            #[must_use]
+            pub fn body_limit(mut self, bytes: usize) -> Self {
+                self.config_mut().body_limit = bytes;
+                self
+            }
+
+            /// Deepest nesting of arrays and objects accepted in a request body (default 512,
+            /// past serde_json's own 128, which rejects real tool schemas); a deeper one gets
+            /// `400 invalid_request_error`. Upstream answers are read with the default. See
+            /// [`crate::parsed`] for the stack this needs.
+            ///
+            /// ```
+            #[doc = concat!("# use tower_llm_bridge::translate::", stringify!($layer), ";")]
+            #[doc = concat!("let layer = ", stringify!($layer), "::new().max_json_depth(256);")]
+            /// # let _ = layer;
+            /// ```
+            #[must_use]
+            pub fn max_json_depth(mut self, levels: usize) -> Self {
+                self.config_mut().max_json_depth = levels;
+                self
+            }
+
+            /// The largest non-streamed upstream response read, in bytes; a larger one is a
+            /// `502`.
+            #[must_use]
+            pub fn response_limit(mut self, bytes: usize) -> Self {
+                self.config_mut().response_limit = bytes;
+                self
+            }
+
+            /// Ends a stream with a `timeout_error` event once it has lasted this long in
+            /// total, even while the upstream keeps sending (upstream SSE comments count as
+            /// liveness for the idle timeout, so an upstream sending only comments would
+            /// otherwise hold it forever).
+            ///
+            /// ```
+            /// # use std::time::Duration;
+            #[doc = concat!("# use tower_llm_bridge::translate::", stringify!($layer), ";")]
+            #[doc = concat!("let layer = ", stringify!($layer), "::new().stream_max_duration(Duration::from_secs(3600));")]
+            /// # let _ = layer;
+            /// ```
+            #[must_use]
+            pub fn stream_max_duration(mut self, limit: Duration) -> Self {
+                self.config_mut().stream_max_duration = Some(limit);
+                self
+            }
+
+            /// Ends a stream with an `event: error` when the upstream sends nothing for this
+            /// long; reading a non-streamed response body that stalls this long fails with
+            /// `504 timeout_error` (the response head itself is the inner service's to bound).
+            #[must_use]
+            pub fn stream_idle_timeout(mut self, timeout: Duration) -> Self {
+                self.config_mut().stream_idle_timeout = Some(timeout);
+                self
+            }
+
+            #[doc = concat!("The path translated requests are sent to (default `", $default_path, "`).")]
+            ///
+            /// # Errors
+            /// [`InvalidUpstreamPath`] unless `path` is an absolute path.
+            ///
+            /// ```
+            #[doc = concat!("# use tower_llm_bridge::translate::", stringify!($layer), ";")]
+            #[doc = concat!("assert!(", stringify!($layer), "::new().upstream_path(\"", $example_path, "\").is_ok());")]
+            #[doc = concat!("assert!(", stringify!($layer), "::new().upstream_path(\"relative/path\").is_err());")]
+            /// ```
+            pub fn upstream_path(mut self, path: &str) -> Result<Self, InvalidUpstreamPath> {
+                self.config_mut().upstream_path = parse_upstream_path(path)?;
+                Ok(self)
+            }
+        }
+    };
+}
+
 /// [`Layer`] that serves the Anthropic Messages API (`POST /v1/messages`) from an OpenAI
 /// Chat Completions service. See the [module docs](super) for the behaviour and an example.
 #[derive(Clone, Debug, Default)]
@@ -83,31 +189,6 @@ impl AnthropicToOpenAiLayer {
         Self::default()
     }
 
-    fn config_mut(&mut self) -> &mut Config {
-        Arc::make_mut(&mut self.config)
-    }
-
-    /// Sets the client → upstream model mapping.
-    #[must_use]
-    pub fn model_map(mut self, model_map: ModelMap) -> Self {
-        self.config_mut().options.model_map = model_map;
-        self
-    }
-
-    /// Sets which upstream models are reasoning models.
-    #[must_use]
-    pub fn reasoning_models(mut self, reasoning_models: ReasoningModels) -> Self {
-        self.config_mut().options.reasoning_models = reasoning_models;
-        self
-    }
-
-    /// Sets per-model `max_tokens` caps.
-    #[must_use]
-    pub fn max_tokens_caps(mut self, caps: MaxTokensCaps) -> Self {
-        self.config_mut().options.max_tokens_caps = caps;
-        self
-    }
-
     /// Whether to send `stream_options: {include_usage: true}` on streams (default on).
     #[must_use]
     pub fn stream_usage(mut self, enabled: bool) -> Self {
@@ -121,77 +202,13 @@ impl AnthropicToOpenAiLayer {
         self.config_mut().options.forward_thinking = enabled;
         self
     }
-
-    /// The largest request body accepted, in bytes; larger ones get `413 request_too_large`.
-    #[must_use]
-    pub fn body_limit(mut self, bytes: usize) -> Self {
-        self.config_mut().body_limit = bytes;
-        self
-    }
-
-    /// Deepest nesting of arrays and objects accepted in a request body (default 512, past
-    /// serde_json's own 128, which rejects real tool schemas); a deeper one gets `400
-    /// invalid_request_error`. Upstream answers are read with the default. See
-    /// [`crate::parsed`] for the stack this needs.
-    ///
-    /// ```
-    /// # use tower_llm_bridge::translate::AnthropicToOpenAiLayer;
-    /// let layer = AnthropicToOpenAiLayer::new().max_json_depth(256);
-    /// # let _ = layer;
-    /// ```
-    #[must_use]
-    pub fn max_json_depth(mut self, levels: usize) -> Self {
-        self.config_mut().max_json_depth = levels;
-        self
-    }
-
-    /// The largest non-streamed upstream response read, in bytes; a larger one is a `502`.
-    #[must_use]
-    pub fn response_limit(mut self, bytes: usize) -> Self {
-        self.config_mut().response_limit = bytes;
-        self
-    }
-
-    /// Ends a stream with a `timeout_error` event once it has lasted this long in total, even
-    /// while the upstream keeps sending (upstream SSE comments count as liveness for the idle
-    /// timeout, so an upstream sending only comments would otherwise hold it forever).
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tower_llm_bridge::translate::AnthropicToOpenAiLayer;
-    /// let layer = AnthropicToOpenAiLayer::new().stream_max_duration(Duration::from_secs(3600));
-    /// # let _ = layer;
-    /// ```
-    #[must_use]
-    pub fn stream_max_duration(mut self, limit: Duration) -> Self {
-        self.config_mut().stream_max_duration = Some(limit);
-        self
-    }
-
-    /// Ends a stream with an `event: error` when the upstream sends nothing for this long;
-    /// reading a non-streamed response body that stalls this long fails with `504
-    /// timeout_error` (the response head itself is the inner service's to bound).
-    #[must_use]
-    pub fn stream_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.config_mut().stream_idle_timeout = Some(timeout);
-        self
-    }
-
-    /// The path translated requests are sent to (default `/v1/chat/completions`).
-    ///
-    /// # Errors
-    /// [`InvalidUpstreamPath`] unless `path` is an absolute path.
-    ///
-    /// ```
-    /// # use tower_llm_bridge::translate::AnthropicToOpenAiLayer;
-    /// assert!(AnthropicToOpenAiLayer::new().upstream_path("/api/v1/chat/completions").is_ok());
-    /// assert!(AnthropicToOpenAiLayer::new().upstream_path("chat/completions").is_err());
-    /// ```
-    pub fn upstream_path(mut self, path: &str) -> Result<Self, InvalidUpstreamPath> {
-        self.config_mut().upstream_path = parse_upstream_path(path)?;
-        Ok(self)
-    }
 }
+
+shared_settings!(
+    AnthropicToOpenAiLayer,
+    "/v1/chat/completions",
+    "/api/v1/chat/completions"
+);
 
 impl<S> Layer<S> for AnthropicToOpenAiLayer {
     type Service = AnthropicToOpenAi<S>;
@@ -288,100 +305,13 @@ impl AnthropicToResponsesLayer {
     pub fn new() -> Self {
         Self::default()
     }
-
-    fn config_mut(&mut self) -> &mut Config {
-        Arc::make_mut(&mut self.config)
-    }
-
-    /// Sets the client → upstream model mapping.
-    #[must_use]
-    pub fn model_map(mut self, model_map: ModelMap) -> Self {
-        self.config_mut().options.model_map = model_map;
-        self
-    }
-
-    /// Sets which upstream models are reasoning models (they get `reasoning` and no sampling
-    /// parameters).
-    #[must_use]
-    pub fn reasoning_models(mut self, reasoning_models: ReasoningModels) -> Self {
-        self.config_mut().options.reasoning_models = reasoning_models;
-        self
-    }
-
-    /// Sets per-model caps on `max_output_tokens`.
-    #[must_use]
-    pub fn max_tokens_caps(mut self, caps: MaxTokensCaps) -> Self {
-        self.config_mut().options.max_tokens_caps = caps;
-        self
-    }
-
-    /// The largest request body accepted, in bytes; larger ones get `413 request_too_large`.
-    #[must_use]
-    pub fn body_limit(mut self, bytes: usize) -> Self {
-        self.config_mut().body_limit = bytes;
-        self
-    }
-
-    /// The deepest JSON nesting accepted in a request body; deeper ones get `400`
-    /// (see [`AnthropicToOpenAiLayer::max_json_depth`]).
-    ///
-    /// ```
-    /// # use tower_llm_bridge::translate::AnthropicToResponsesLayer;
-    /// let layer = AnthropicToResponsesLayer::new().max_json_depth(256);
-    /// # let _ = layer;
-    /// ```
-    #[must_use]
-    pub fn max_json_depth(mut self, levels: usize) -> Self {
-        self.config_mut().max_json_depth = levels;
-        self
-    }
-
-    /// The largest non-streamed upstream response read, in bytes; a larger one is a `502`.
-    #[must_use]
-    pub fn response_limit(mut self, bytes: usize) -> Self {
-        self.config_mut().response_limit = bytes;
-        self
-    }
-
-    /// Ends a stream with a `timeout_error` event once it has lasted this long in total, even
-    /// while the upstream keeps sending (upstream SSE comments count as liveness for the idle
-    /// timeout, so an upstream sending only comments would otherwise hold it forever).
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// # use tower_llm_bridge::translate::AnthropicToResponsesLayer;
-    /// let layer = AnthropicToResponsesLayer::new().stream_max_duration(Duration::from_secs(3600));
-    /// # let _ = layer;
-    /// ```
-    #[must_use]
-    pub fn stream_max_duration(mut self, limit: Duration) -> Self {
-        self.config_mut().stream_max_duration = Some(limit);
-        self
-    }
-
-    /// Ends a stream with an `event: error` when the upstream sends nothing for this long;
-    /// a non-streamed body that stalls this long fails with `504 timeout_error`.
-    #[must_use]
-    pub fn stream_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.config_mut().stream_idle_timeout = Some(timeout);
-        self
-    }
-
-    /// The path translated requests are sent to (default `/v1/responses`).
-    ///
-    /// # Errors
-    /// [`InvalidUpstreamPath`] unless `path` is an absolute path.
-    ///
-    /// ```
-    /// # use tower_llm_bridge::translate::AnthropicToResponsesLayer;
-    /// assert!(AnthropicToResponsesLayer::new().upstream_path("/openai/v1/responses").is_ok());
-    /// assert!(AnthropicToResponsesLayer::new().upstream_path("responses").is_err());
-    /// ```
-    pub fn upstream_path(mut self, path: &str) -> Result<Self, InvalidUpstreamPath> {
-        self.config_mut().upstream_path = parse_upstream_path(path)?;
-        Ok(self)
-    }
 }
+
+shared_settings!(
+    AnthropicToResponsesLayer,
+    "/v1/responses",
+    "/openai/v1/responses"
+);
 
 impl<S> Layer<S> for AnthropicToResponsesLayer {
     type Service = AnthropicToResponses<S>;
