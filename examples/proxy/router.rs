@@ -19,7 +19,7 @@ use tower_llm_bridge::BoxError;
 use tower_llm_bridge::cache::{CallerIdentity, RedisCache};
 use tower_llm_bridge::error::ApiError;
 use tower_llm_bridge::parsed::{
-    BodyRate, cache_ttl_secs, collect_limited_rate, from_slice_max_depth,
+    BodyRate, ParsedBody, cache_ttl_secs, collect_limited_rate, from_slice_max_depth,
 };
 use tower_llm_bridge::report::ModelSlot;
 use tower_llm_bridge::route::Route;
@@ -197,8 +197,14 @@ impl Router {
                 match read_body(body, &self.shared).await {
                     Ok(bytes) => {
                         let bytes = if self.shared.strip_cache_ttl {
-                            match without_cache_ttl(bytes, self.shared.max_json_depth) {
-                                Ok(bytes) => bytes,
+                            match strip_cache_ttl(&bytes, self.shared.max_json_depth) {
+                                Ok(Some(parsed)) => {
+                                    let stripped = parsed.bytes().clone();
+                                    // Parsed here: the layers take it from the extensions.
+                                    parts.extensions.insert(parsed);
+                                    stripped
+                                }
+                                Ok(None) => bytes,
                                 Err(err) => return flavor.error(err),
                             }
                         } else {
@@ -286,23 +292,26 @@ where
         .map_err(Into::into)
 }
 
-/// `bytes` without a top-level `cache_ttl_secs`, or the same `400` the cache gives for an
-/// invalid one. Bodies without the name are passed on untouched and unparsed (the layers
-/// parse them once); a body that is not JSON is left for them to refuse.
-fn without_cache_ttl(bytes: Bytes, max_json_depth: usize) -> Result<Bytes, ApiError> {
-    if memchr::memmem::find(&bytes, b"cache_ttl_secs").is_none() {
-        return Ok(bytes);
+/// With the cache off, a top-level `cache_ttl_secs` is validated (the same `400` the cache
+/// gives for an invalid one) and removed here. Bodies without the name are passed on
+/// unparsed (`None`: the layers parse them once); a body that carries it is parsed here once
+/// and handed on as the [`ParsedBody`] the layers take from the extensions, so nothing parses
+/// it again. A body that is not JSON is left for the layers to refuse.
+fn strip_cache_ttl(bytes: &Bytes, max_json_depth: usize) -> Result<Option<ParsedBody>, ApiError> {
+    if memchr::memmem::find(bytes, b"cache_ttl_secs").is_none() {
+        return Ok(None);
     }
-    let Ok(mut json) = from_slice_max_depth::<Value>(&bytes, max_json_depth) else {
-        return Ok(bytes);
+    let Ok(mut json) = from_slice_max_depth::<Value>(bytes, max_json_depth) else {
+        return Ok(None);
     };
     cache_ttl_secs(&json).map_err(ApiError::invalid_request)?;
     match &mut json {
         Value::Object(map) if map.contains_key("cache_ttl_secs") => {
+            // `retain` keeps the order of the other keys whatever serde_json's features.
             map.retain(|key, _| key != "cache_ttl_secs");
-            Ok(serde_json::to_vec(&json).map(Bytes::from).unwrap_or(bytes))
+            Ok(Some(ParsedBody::from_json(json)))
         }
-        _ => Ok(bytes),
+        _ => Ok(None),
     }
 }
 
