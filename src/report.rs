@@ -222,6 +222,11 @@ impl AttemptOutcome {
 
 /// The backends a routing layer called for one request, in order (a response extension).
 ///
+/// An **empty** list means the layer that made the response answered it without calling
+/// any backend (it refused the request itself: invalid JSON, a bad field, a body too large);
+/// layers in this crate mark their own refusals so with [`UpstreamAttempts::mark_none`], and
+/// an outer metrics layer counts no upstream call for them.
+///
 /// ```
 /// use tower_llm_bridge::report::{AttemptOutcome, UpstreamAttempts};
 /// let mut attempts = UpstreamAttempts::default();
@@ -233,6 +238,31 @@ impl AttemptOutcome {
 pub struct UpstreamAttempts(Vec<(Arc<str>, AttemptOutcome)>);
 
 impl UpstreamAttempts {
+    /// Marks `response` as answered without calling any backend (an empty list).
+    ///
+    /// ```
+    /// use tower_llm_bridge::report::UpstreamAttempts;
+    /// let mut response = http::Response::new(());
+    /// UpstreamAttempts::mark_none(&mut response);
+    /// assert!(UpstreamAttempts::is_marked_none(&response));
+    /// ```
+    pub fn mark_none<B>(response: &mut http::Response<B>) {
+        response.extensions_mut().insert(Self::default());
+    }
+
+    /// Whether `response` carries an empty list: nothing further in called a backend.
+    ///
+    /// ```
+    /// use tower_llm_bridge::report::UpstreamAttempts;
+    /// assert!(!UpstreamAttempts::is_marked_none(&http::Response::new(())));
+    /// ```
+    pub fn is_marked_none<B>(response: &http::Response<B>) -> bool {
+        response
+            .extensions()
+            .get::<Self>()
+            .is_some_and(|attempts| attempts.0.is_empty())
+    }
+
     /// Records one call to `backend`.
     pub fn push(&mut self, backend: impl Into<Arc<str>>, outcome: AttemptOutcome) {
         self.0.push((backend.into(), outcome));

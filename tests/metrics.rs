@@ -1038,3 +1038,83 @@ async fn the_request_span_gets_the_gen_ai_attributes() {
         "{got:?}"
     );
 }
+
+#[tokio::test]
+async fn refusals_of_the_layers_themselves_count_no_upstream_call() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower_llm_bridge::route::{Route as RouteLayer, Target};
+    // A block type Anthropic does not know: the translation layer answers 400 itself.
+    let bogus = || {
+        Request::post("/v1/messages")
+            .body(Full::new(Bytes::from_static(
+                br#"{"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":[{"type":"bogus"}]}]}"#,
+            )))
+            .expect("request")
+    };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let translated = |name: &'static str| {
+        let calls = Arc::clone(&calls);
+        ServiceBuilder::new()
+            .layer(AnthropicToOpenAiLayer::new().model_map(ModelMap::new().default_model("gpt-4o")))
+            .service_fn(move |req: Request<Either<Full<Bytes>, Full<Bytes>>>| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let _ = name;
+                openai(req.map(|b| match b {
+                    Either::Left(l) => Either::Left(l),
+                    Either::Right(r) => Either::Right(Either::Left(r)),
+                }))
+            })
+    };
+
+    // No routing layer: the translation layer's refusal is no call to the configured backend.
+    let (layer, snap) = new_layer();
+    let res = ServiceBuilder::new()
+        .layer(layer)
+        .service(translated("primary"))
+        .oneshot(bogus())
+        .await
+        .expect("response");
+    assert_eq!(res.status(), 400);
+    res.into_body().collect().await.expect("body");
+    assert_only_a_400_counted(&counters(&snapshot(&snap)));
+
+    // Behind a route: the target refused it, so no attempt is recorded and the next target,
+    // which would refuse it too, is not tried.
+    let (layer, snap) = new_layer();
+    let res = ServiceBuilder::new()
+        .layer(layer)
+        .service(
+            RouteLayer::builder()
+                .route(
+                    "*",
+                    [
+                        Target::new("local", translated("local")),
+                        Target::new("cloud", translated("cloud")),
+                    ],
+                )
+                .build(),
+        )
+        .oneshot(bogus())
+        .await
+        .expect("response");
+    assert_eq!(res.status(), 400);
+    assert!(UpstreamAttempts::is_marked_none(&res));
+    res.into_body().collect().await.expect("body");
+    assert_only_a_400_counted(&counters(&snapshot(&snap)));
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no backend was called");
+}
+
+/// One request answered 400, and no upstream call of any outcome.
+fn assert_only_a_400_counted(c: &BTreeMap<String, u64>) {
+    let requests: Vec<_> = c
+        .iter()
+        .filter(|(k, _)| k.starts_with("llm_bridge_requests_total{route=messages,status=400,"))
+        .collect();
+    assert_eq!(requests.len(), 1, "{c:?}");
+    assert_eq!(*requests[0].1, 1, "{c:?}");
+    assert!(
+        !c.keys()
+            .any(|k| k.starts_with("llm_bridge_upstream_requests_total")),
+        "{c:?}"
+    );
+}

@@ -25,6 +25,7 @@ use super::{
 use crate::BoxError;
 use crate::error::ApiError;
 use crate::parsed::{ParsedBody, collect_limited};
+use crate::report::UpstreamAttempts;
 
 const X_CACHE: &str = "x-cache";
 /// Response headers replayed on a hit; everything else is specific to the original exchange.
@@ -508,10 +509,13 @@ fn error_response<ResBody, B>(
     ns: CacheNamespace,
     err: ApiError,
 ) -> Response<ResponseBody<ResBody, B>> {
-    match ns {
+    let mut res = match ns {
         CacheNamespace::Anthropic => err.into_anthropic_response(),
         CacheNamespace::OpenAI => err.into_openai_response(),
-    }
+    };
+    // Answered before anything further in was called: an outer metrics layer counts no call.
+    UpstreamAttempts::mark_none(&mut res);
+    res
 }
 
 impl<ResBody, B> From<Bytes> for ResponseBody<ResBody, B> {

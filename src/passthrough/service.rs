@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::parsed::{
     CollectError, ParsedBody, cache_ttl_secs, collect_limited, collect_limited_idle,
 };
-use crate::report::ModelSlot;
+use crate::report::{ModelSlot, UpstreamAttempts};
 
 /// Middleware that sends `POST /v1/messages` to an Anthropic-speaking service with the model
 /// swapped, and puts the client's model back into the answer.
@@ -105,22 +105,21 @@ where
         Some(parsed) => parsed,
         None => match read_json(body, config.body_limit, config.max_json_depth).await {
             Ok(parsed) => parsed,
-            Err(err) => return Ok(err.into_anthropic_response()),
+            Err(err) => return Ok(refusal(err)),
         },
     };
     let Some(request) = parsed.json().as_object() else {
-        return Ok(
-            ApiError::invalid_request("request body must be a JSON object")
-                .into_anthropic_response(),
-        );
+        return Ok(refusal(ApiError::invalid_request(
+            "request body must be a JSON object",
+        )));
     };
     let Some(client_model) = request.get("model").and_then(Value::as_str) else {
-        return Ok(ApiError::invalid_request("model: Field required").into_anthropic_response());
+        return Ok(refusal(ApiError::invalid_request("model: Field required")));
     };
     // The cache's setting: validated here too, so an invalid value is the same 400 with or
     // without a cache in front (and it never goes upstream: see `upstream_request`).
     if let Err(message) = cache_ttl_secs(parsed.json()) {
-        return Ok(ApiError::invalid_request(message).into_anthropic_response());
+        return Ok(refusal(ApiError::invalid_request(message)));
     }
     let upstream_model = config.model_map.map(client_model);
     // For an outer metrics layer's model labels.
@@ -129,10 +128,9 @@ where
         slot.set_served(upstream_model);
     }
     let Some(bytes) = upstream_request(request, upstream_model) else {
-        return Ok(
-            ApiError::invalid_request("request body cannot be re-encoded")
-                .into_anthropic_response(),
-        );
+        return Ok(refusal(ApiError::invalid_request(
+            "request body cannot be re-encoded",
+        )));
     };
     tracing::debug!(%client_model, %upstream_model, "/v1/messages passed through");
     let client_model = client_model.to_owned();
@@ -235,4 +233,11 @@ where
             )),
             other => ApiError::bad_gateway(format!("upstream response could not be read: {other}")),
         })
+}
+
+/// An error answered before the upstream was called: marked so that nothing counts a call.
+fn refusal<B: From<Bytes>>(err: ApiError) -> Response<B> {
+    let mut res = err.into_anthropic_response();
+    UpstreamAttempts::mark_none(&mut res);
+    res
 }

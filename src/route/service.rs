@@ -354,7 +354,13 @@ where
             None => Some(call.await),
         };
         match result {
-            Some(Ok(res)) => {
+            Some(Ok(mut res)) => {
+                if UpstreamAttempts::is_marked_none(&res) {
+                    // The target refused the request itself (its backend was never called):
+                    // nothing to count, and the next target would refuse it too.
+                    res.extensions_mut().insert(attempts);
+                    return Ok(res.map(RouteBody::backend));
+                }
                 let status = res.status();
                 if is_fallback_status(status) {
                     target.health.failed(table.cool_down);
@@ -422,7 +428,7 @@ fn finish<B>(
 fn local_error<B>(err: ApiError) -> Response<RouteBody<B>> {
     let mut res: Response<RouteBody<B>> = err.into_anthropic_response();
     // No backend was called: an outer metrics layer must not count one.
-    res.extensions_mut().insert(UpstreamAttempts::default());
+    UpstreamAttempts::mark_none(&mut res);
     res
 }
 

@@ -23,7 +23,7 @@ use crate::ids::new_id;
 use crate::parsed::{
     CollectError, ParsedBody, cache_ttl_secs, collect_limited, collect_limited_idle,
 };
-use crate::report::{ModelSlot, UsageSlot};
+use crate::report::{ModelSlot, UpstreamAttempts, UsageSlot};
 
 /// The response header listing what a translation could not carry over.
 pub const DEGRADED_HEADER: HeaderName = HeaderName::from_static("x-llm-bridge-degraded");
@@ -180,13 +180,13 @@ where
         Some(parsed) => parsed,
         None => match read_json(body, config.body_limit, config.max_json_depth).await {
             Ok(parsed) => parsed,
-            Err(err) => return Ok(error_response(err)),
+            Err(err) => return Ok(refusal(err)),
         },
     };
     // The cache's per-request setting: checked the same whether or not a cache is in front
     // (the translated request never carries it upstream).
     if let Err(message) = cache_ttl_secs(parsed.json()) {
-        return Ok(error_response(ApiError::invalid_request(message)));
+        return Ok(refusal(ApiError::invalid_request(message)));
     }
     let translated = match config.wire {
         Wire::Chat => chat::request::translate_request(parsed.json(), &config.options),
@@ -194,7 +194,7 @@ where
     };
     let translated = match translated {
         Ok(translated) => translated,
-        Err(err) => return Ok(error_response(err)),
+        Err(err) => return Ok(refusal(err)),
     };
     drop(parsed);
     if !translated.degraded.is_empty() {
@@ -447,6 +447,13 @@ fn finish_headers(headers: &mut HeaderMap, degraded: &Degradations) {
 fn error_response<B>(err: ApiError) -> Response<TranslateBody<B>> {
     let res: Response<Bytes> = err.into_anthropic_response();
     res.map(TranslateBody::full)
+}
+
+/// An error answered before the upstream was called: marked so that nothing counts a call.
+fn refusal<B>(err: ApiError) -> Response<TranslateBody<B>> {
+    let mut res = error_response(err);
+    UpstreamAttempts::mark_none(&mut res);
+    res
 }
 
 #[cfg(test)]
