@@ -19,8 +19,7 @@ use super::future::ResponseFuture;
 use super::inflight::{Join, Joined, LeaderGuard};
 use super::layer::{Config, ResponseCacheLayer};
 use super::{
-    CacheBackend, CacheEntry, CacheNamespace, CacheScope, CallerIdentity, cache_key_for_request,
-    parse_cache_ttl,
+    CacheBackend, CacheEntry, CacheNamespace, CacheScope, CallerIdentity, key, parse_cache_ttl,
 };
 use crate::BoxError;
 use crate::error::ApiError;
@@ -202,10 +201,20 @@ where
             backend_name: &config.backend_name,
             auth_identity: identity.as_str(),
         };
-        let json = parsed.json();
+        // From the bytes, in one pass: no tree walk. They parsed above with the same depth
+        // limit, so this cannot fail; if it did, it would fail as the parse does.
+        let key = match key::cache_key_or_error(parsed.bytes(), ns, &scope, config.max_json_depth) {
+            Ok(key) => key,
+            Err(err) => {
+                let err =
+                    ApiError::invalid_request(format!("request body is not valid JSON: {err}"));
+                return Ok(error_response(ns, err));
+            }
+        };
         Some(Plan {
-            key: cache_key_for_request(json, ns, &scope),
-            model: json
+            key,
+            model: parsed
+                .json()
                 .get("model")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
