@@ -4,7 +4,8 @@
     load.py ports N                       print N free 127.0.0.1 TCP ports
     load.py gen DIR PORTS...              write request bodies, upstream answers, nginx.conf
     load.py drip PORT                     a slow-dripping OpenAI SSE upstream (one chunk/s)
-    load.py streams URL N PID             open N streaming /v1/messages through the proxy,
+    load.py streams URL N PID [KEY]       open N streaming /v1/messages through the proxy
+                                          (with KEY as x-api-key),
                                           wait until every one has its first event, print
                                           the proxy's VmRSS, close them all
     load.py table RESULTS                 print issue 16's goals table (medians of the runs,
@@ -395,12 +396,12 @@ def rss_kb(pid):
     return 0
 
 
-async def open_stream(host, port, body, opened, stop):
+async def open_stream(host, port, body, key, opened, stop):
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(b"POST /v1/messages HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\n"
-                     b"anthropic-version: 2023-06-01\r\ncontent-length: %d\r\n\r\n%s"
-                     % (host.encode(), port, len(body), body))
+                     b"anthropic-version: 2023-06-01\r\n%scontent-length: %d\r\n\r\n%s"
+                     % (host.encode(), port, key_header(key), len(body), body))
         await writer.drain()
         seen = b""
         while b"content_block_delta" not in seen:
@@ -416,7 +417,11 @@ async def open_stream(host, port, body, opened, stop):
         writer.close()
 
 
-async def streams(url, n, pid):
+def key_header(key):
+    return b"x-api-key: %s\r\n" % key.encode() if key else b""
+
+
+async def streams(url, n, pid, key=None):
     host, _, port = url.removeprefix("http://").rstrip("/").partition(":")
     port = int(port)
     body = json.dumps(small_anthropic(True)).encode()
@@ -425,7 +430,7 @@ async def streams(url, n, pid):
     started = time.monotonic()
     tasks = []
     for i in range(n):
-        tasks.append(asyncio.create_task(open_stream(host, port, body, opened, stop)))
+        tasks.append(asyncio.create_task(open_stream(host, port, body, key, opened, stop)))
         if i % 100 == 99:
             await asyncio.sleep(0.05)
     deadline = started + 60
@@ -590,7 +595,7 @@ def table_lines(results):
         cr = ratio(co, cb)
         out.append(
             f"| {label:<48} | {fmt(shown, ours):>9} | {fmt(shown, baseline):>9} "
-            f"| {base_name:<19} | {'-' if r is None else f'{r:.2f}x':>9} | {goal_text:>7} "
+            f"| {base_name:<19} | {'-' if r is None else f'{r:.2f}x':>9} | {goal_text:>10} "
             f"| {result:<6} | {cpu_us(co):>8} | {cpu_us(cb):>8} "
             f"| {'-' if cr is None else f'{cr:.2f}x':>13} |{note}")
     out.append("")
@@ -722,7 +727,7 @@ def main(argv):
     elif cmd == "drip":
         asyncio.run(drip(int(argv[2])))
     elif cmd == "streams":
-        asyncio.run(streams(argv[2], int(argv[3]), int(argv[4])))
+        asyncio.run(streams(argv[2], int(argv[3]), int(argv[4]), *argv[5:6]))
     elif cmd == "table":
         table(argv[2])
     elif cmd == "selftest":

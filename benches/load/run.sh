@@ -269,7 +269,7 @@ if ((STREAMS > 0)); then
     wait_http "http://127.0.0.1:$P_OURS_DRIP/health"
     sleep 0.3
     before=$(rss_kb "$OURS_DRIP")
-    out=$(timeout 120 "${PY[@]}" streams "http://127.0.0.1:$P_OURS_DRIP" "$STREAMS" "$OURS_DRIP")
+    out=$(timeout 120 "${PY[@]}" streams "http://127.0.0.1:$P_OURS_DRIP" "$STREAMS" "$OURS_DRIP" "$PROXY_KEY")
     say "streams: $out"
     info rss_streams "$(sed 's/^RESULT //' <<<"$out") (idle before: ${before} kB)"
 fi
