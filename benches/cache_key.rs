@@ -11,6 +11,10 @@
 //! - `seed`: the seed's algorithm (clone the allow-listed fields into a `BTreeMap`,
 //!   `to_string`, SHA-256, hex), re-implemented here as the baseline.
 //!
+//! `CACHE_KEY_PROFILE=WHAT:INPUT:N` (WHAT `bytes`, `parse_tree` or `tree`; INPUT `small`,
+//! `claude_code` or `1mb`) computes N keys and nothing else, for instruction counts under
+//! `valgrind --tool=callgrind` (subtract a run with N=0 and divide by N).
+//!
 //! Run: `cargo bench --bench cache_key -- --warm-up-time 1 --measurement-time 3`
 //! On a busy machine, `CACHE_KEY_MIN=1 cargo bench --bench cache_key` prints best-of-batches
 //! times and the ratios instead.
@@ -230,7 +234,48 @@ fn min_table() {
     }
 }
 
+/// `CACHE_KEY_PROFILE=WHAT:INPUT:N`: N keys of one kind on one input, then exit.
+fn profile(spec: &str) {
+    let mut parts = spec.split(':');
+    let (Some(what), Some(input), Some(n)) = (parts.next(), parts.next(), parts.next()) else {
+        panic!("CACHE_KEY_PROFILE=WHAT:INPUT:N");
+    };
+    let n: usize = n.parse().expect("N");
+    let (_, body) = inputs()
+        .into_iter()
+        .find(|(name, _)| *name == input)
+        .expect("input small, claude_code or 1mb");
+    let bytes = serde_json::to_vec(&body).expect("serialize");
+    for _ in 0..n {
+        match what {
+            "bytes" => {
+                black_box(cache_key_for_body(
+                    black_box(&bytes),
+                    CacheNamespace::Anthropic,
+                    &SCOPE,
+                ))
+                .ok();
+            }
+            "parse_tree" => {
+                black_box(parse_and_key(black_box(&bytes)));
+            }
+            "tree" => {
+                black_box(cache_key_for_request(
+                    black_box(&body),
+                    CacheNamespace::Anthropic,
+                    &SCOPE,
+                ));
+            }
+            other => panic!("unknown {other}"),
+        }
+    }
+}
+
 fn bench(c: &mut Criterion) {
+    if let Ok(spec) = std::env::var("CACHE_KEY_PROFILE") {
+        profile(&spec);
+        return;
+    }
     if std::env::var_os("CACHE_KEY_MIN").is_some() {
         min_table();
         return;

@@ -235,12 +235,23 @@ where
     let mut guard = None;
     if !directives.no_cache {
         let codec = codec.as_deref();
+        let ended = config.inflight.ended();
+        // A hit answers at once, without joining (and then leaving) a flight: no lock, no
+        // channel, no copy of the entry for followers that do not exist.
+        if let Some(entry) = config.backend.get(&plan.key).await
+            && let Some(res) = answer(&plan.key, entry, codec, parsed.json())
+        {
+            return Ok(res);
+        }
         // Nothing will be stored with a zero TTL, so there is nothing to wait for either.
         if config.coalesce && plan.ttl_secs > 0 {
             match config.inflight.join(&plan.key) {
                 Join::Leader(mut leader) => {
-                    if let Some(entry) = config.backend.get(&plan.key).await
-                        && let Some(res) = answer(&plan.key, &entry, codec, parsed.json())
+                    // A flight that ended since our lookup may have stored the answer (a
+                    // flight ends once its write has landed): only then look again.
+                    if config.inflight.ended() != ended
+                        && let Some(entry) = config.backend.get(&plan.key).await
+                        && let Some(res) = answer(&plan.key, entry.clone(), codec, parsed.json())
                     {
                         leader.publish(entry);
                         return Ok(res);
@@ -250,7 +261,7 @@ where
                 Join::Follower(follower) if streaming => {
                     match follower.wait_stream(config.coalesce_wait).await {
                         Some(Joined::Entry(entry)) => {
-                            if let Some(res) = answer(&plan.key, &entry, codec, parsed.json()) {
+                            if let Some(res) = answer(&plan.key, entry, codec, parsed.json()) {
                                 return Ok(res);
                             }
                         }
@@ -265,17 +276,13 @@ where
                 }
                 Join::Follower(follower) => {
                     if let Some(entry) = follower.wait(config.coalesce_wait).await
-                        && let Some(res) = answer(&plan.key, &entry, None, parsed.json())
+                        && let Some(res) = answer(&plan.key, entry, None, parsed.json())
                     {
                         return Ok(res);
                     }
                     // The leader had nothing to share (or was too slow): go ourselves.
                 }
             }
-        } else if let Some(entry) = config.backend.get(&plan.key).await
-            && let Some(res) = answer(&plan.key, &entry, codec, parsed.json())
-        {
-            return Ok(res);
         }
     }
 
@@ -404,12 +411,12 @@ where
 /// `codec` for a streaming one. `None` when the entry cannot serve the request.
 fn answer<ResBody, B>(
     key: &str,
-    entry: &CacheEntry,
+    entry: CacheEntry,
     codec: Option<&dyn StreamCodec>,
     request: &Value,
 ) -> Option<Response<ResponseBody<ResBody, B>>> {
     let Some(codec) = codec else {
-        return Some(hit(key, entry.clone()));
+        return Some(hit(key, entry));
     };
     let stream = match codec.render_stream(&entry.response_body, request) {
         Ok(stream) => stream,
@@ -422,7 +429,7 @@ fn answer<ResBody, B>(
         key,
         CacheEntry {
             response_body: stream,
-            ..entry.clone()
+            ..entry
         },
     );
     let headers = res.headers_mut();
