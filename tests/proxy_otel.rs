@@ -13,10 +13,6 @@ mod proxy_support;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use proxy_support::config_for;
-
-const PROXY_KEY: &str = "proxy-key-otel-secret-5151";
-
 /// The one warning of a build without `otel` (the function such a build calls at startup),
 /// naming the variable and how to build with the feature; nothing without the variable.
 #[test]
@@ -179,9 +175,11 @@ mod export {
     use serde_json::json;
     use tokio::net::TcpListener;
 
-    use super::{PROXY_KEY, config_for, proxy};
+    use super::proxy;
     use crate::common::*;
-    use crate::proxy_support::{UPSTREAM_KEY, anthropic_request, start};
+    use crate::proxy_support::{UPSTREAM_KEY, anthropic_request, config_for, start};
+
+    const PROXY_KEY: &str = "proxy-key-otel-secret-5151";
 
     /// What one `POST /v1/traces` brought.
     struct Export {

@@ -108,6 +108,8 @@ where
             Err(err) => return Ok(refusal(err)),
         },
     };
+    // For an outer metrics layer's model label, refusals below included.
+    ModelSlot::note_request(&parts.extensions, parsed.json());
     let Some(request) = parsed.json().as_object() else {
         return Ok(refusal(ApiError::invalid_request(
             "request body must be a JSON object",

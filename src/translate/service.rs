@@ -183,6 +183,8 @@ where
             Err(err) => return Ok(refusal(err)),
         },
     };
+    // For an outer metrics layer's model label, refusals below included.
+    ModelSlot::note_request(&parts.extensions, parsed.json());
     // The cache's per-request setting: checked the same whether or not a cache is in front
     // (the translated request never carries it upstream).
     if let Err(message) = cache_ttl_secs(parsed.json()) {
