@@ -369,7 +369,10 @@ async fn the_inner_service_gets_the_parsed_body_and_a_consistent_request() {
     // Unchanged bytes when there is nothing to strip: no re-serialization.
     assert_eq!(&seen.bytes[..], MESSAGES.as_bytes());
     assert_eq!(parsed.bytes(), &seen.bytes);
-    assert_eq!(parsed.json()["model"], "claude-sonnet-4-5");
+    assert_eq!(
+        parsed.str_field("model").as_deref(),
+        Some("claude-sonnet-4-5")
+    );
     assert_eq!(seen.headers["content-length"], MESSAGES.len().to_string());
     assert!(seen.headers.get("transfer-encoding").is_none());
     assert_eq!(seen.headers["anthropic-version"], "2023-06-01");
@@ -404,7 +407,7 @@ async fn cache_ttl_secs_is_never_forwarded() {
         assert!(forwarded.get("cache_ttl_secs").is_none(), "{body}");
         assert!(!String::from_utf8_lossy(&seen.bytes).starts_with(r#"{"cache_ttl_secs""#));
         let parsed = seen.parsed.expect("extension");
-        assert!(parsed.json().get("cache_ttl_secs").is_none());
+        assert!(parsed.field("cache_ttl_secs").is_none());
         assert_eq!(parsed.bytes(), &seen.bytes);
         assert_eq!(seen.headers["content-length"], seen.bytes.len().to_string());
         // Everything else is still there, nested fields named the same included.
@@ -1580,4 +1583,21 @@ async fn a_miss_that_overlaps_the_end_of_a_flight_is_served_by_it() {
     let before = backend.gets.load(Ordering::SeqCst);
     assert_eq!(send(&svc, messages(MESSAGES)).await.x_cache(), "HIT");
     assert_eq!(backend.gets.load(Ordering::SeqCst), before + 1);
+}
+
+#[tokio::test]
+async fn a_number_serde_json_refuses_is_a_400_from_the_key_and_never_goes_upstream() {
+    let up = Upstream::ok();
+    let svc = ServiceBuilder::new().layer(cache()).service(up.service());
+    let body = r#"{"model":"m","max_tokens":5,"messages":[],"temperature":1e309}"#;
+    let answer = send(&svc, messages(body)).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let json: Value = serde_json::from_slice(&answer.body).expect("json error");
+    assert_eq!(json["error"]["type"], "invalid_request_error");
+    let message = json["error"]["message"].as_str().expect("message");
+    assert!(
+        message.starts_with("request body is not valid JSON: number out of range"),
+        "{message}"
+    );
+    assert_eq!(up.calls(), 0);
 }

@@ -21,7 +21,7 @@ use tower_llm_bridge::translate::responses::stream::ResponsesStreamTranslator;
 use tower_llm_bridge::translate::stream::{StreamConfig, StreamStatus, StreamTranslator};
 use tower_llm_bridge::translate::tokens::estimate_input_tokens;
 use tower_llm_bridge::translate::{
-    MaxTokensCaps, ModelMap, ReasoningModels, TranslateOptions, translate_request,
+    MaxTokensCaps, ModelMap, ReasoningModels, TranslateOptions, translate_parsed,
 };
 
 /// A fuzz target's body: takes the raw input, panics on a broken invariant.
@@ -71,14 +71,14 @@ fn option_sets() -> [TranslateOptions; 2] {
     [plain, custom]
 }
 
-/// `ParsedBody::parse` then `translate_request` (two option sets) and `estimate_input_tokens`.
+/// `ParsedBody::parse` then `translate_parsed` (two option sets) and `estimate_input_tokens`.
 pub fn request(data: &[u8]) {
     let Ok(parsed) = ParsedBody::parse(Bytes::copy_from_slice(data)) else {
         return; // Not JSON: the service answers 400 before translating (tested elsewhere).
     };
-    let json = parsed.json();
+    let json = &parsed.to_value();
     for options in option_sets() {
-        match translate_request(json, &options) {
+        match translate_parsed(&parsed, &options) {
             Ok(translated) => check_translated(json, &translated),
             Err(err) => check_client_error(&err, StatusCode::BAD_REQUEST),
         }
@@ -553,8 +553,8 @@ const KEY_EXCLUDED: [&str; 4] = ["stream", "stream_options", "metadata", "user"]
 /// exclude-list (only `stream`, `stream_options`, `metadata`, `user` are ignored).
 ///
 /// And the one-pass key on the raw bytes (`cache_key_for_body`, what the cache layer uses) is
-/// that same key whenever `ParsedBody` accepts the bytes, and refuses them, with the same
-/// error, whenever it does not.
+/// that same key whenever serde_json parses the bytes into a `Value`, and refuses them, with
+/// serde_json's error, whenever it does not.
 pub fn cache_key(data: &[u8]) {
     let scope = CacheScope {
         backend_name: "http://127.0.0.1:1/v1",
@@ -566,8 +566,12 @@ pub fn cache_key(data: &[u8]) {
         &scope,
         tower_llm_bridge::parsed::DEFAULT_MAX_JSON_DEPTH,
     );
-    let value = match ParsedBody::parse(Bytes::copy_from_slice(data)) {
-        Ok(parsed) => parsed.json().clone(),
+    let parsed: Result<Value, _> = tower_llm_bridge::parsed::from_slice_max_depth(
+        data,
+        tower_llm_bridge::parsed::DEFAULT_MAX_JSON_DEPTH,
+    );
+    let value = match parsed {
+        Ok(value) => value,
         Err(err) => {
             assert_eq!(
                 one_pass, None,
