@@ -1054,6 +1054,60 @@ async fn info_logs_one_line_per_request_without_a_span() {
     assert!(!logs.contains("request{"), "no span at info level:\n{logs}");
 }
 
+// The proxy writes its log lines in batches (one `write` for many requests): a line waits at
+// most FLUSH_AFTER, a warning goes out at once with what waited before it, and so does a
+// buffer past FLUSH_AT; flush() writes the rest at shutdown.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn log_lines_are_written_in_batches_in_order() {
+    let sink = Captured::default();
+    let logs = proxy::BatchedLogs::new(sink.clone());
+    let flusher = tokio::spawn(logs.clone().run());
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let written = || String::from_utf8(sink.0.lock().expect("log buffer").clone()).expect("utf-8");
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    tracing::info!("first line");
+    tracing::info!("second line");
+    assert_eq!(written(), "", "held back");
+    tokio::time::sleep(proxy::FLUSH_AFTER / 2).await;
+    assert_eq!(written(), "", "still within FLUSH_AFTER");
+    tokio::time::sleep(proxy::FLUSH_AFTER).await;
+    let text = written();
+    let (first, second) = (text.find("first line"), text.find("second line"));
+    assert!(first.is_some() && first < second, "both, in order: {text}");
+    assert_eq!(text.lines().count(), 2, "{text}");
+
+    tracing::info!("third line");
+    tracing::warn!("a warning");
+    let text = written();
+    let (third, warning) = (text.find("third line"), text.find("a warning"));
+    assert!(
+        third.is_some() && third < warning,
+        "at once, in order: {text}"
+    );
+
+    // A full buffer is written without waiting for the timer.
+    let before = written().len();
+    let filler = "x".repeat(1000);
+    for _ in 0..proxy::FLUSH_AT / 1000 + 1 {
+        tracing::info!("{filler}");
+    }
+    assert!(
+        written().len() >= before + proxy::FLUSH_AT,
+        "written once full"
+    );
+
+    // What is left waits for the timer or for flush().
+    tracing::info!("last line");
+    assert!(!written().contains("last line"));
+    logs.flush();
+    assert!(written().contains("last line"));
+    flusher.abort();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@
 //! | `models.rs` | the model list behind `/v1/models` |
 //! | `upstream.rs` | the pooled HTTP client to the backend ([`Upstream`]) |
 //! | `telemetry.rs` | metrics (`GET /metrics`), the log line per request, OTLP spans (`otel`) |
+//! | `logs.rs` | log output in batches (one `write` for many lines) |
 //! | `server.rs` | the accept loop ([`serve`]): HTTP/1.1 + h2, header timeouts, graceful shutdown |
 //! | `main.rs` | reads the configuration, starts the runtime, waits for Ctrl-C or SIGTERM |
 
@@ -38,6 +39,7 @@ mod app;
 mod auth;
 mod config;
 mod config_file;
+mod logs;
 mod models;
 mod router;
 mod server;
@@ -52,6 +54,7 @@ use tracing::{info, warn};
 pub use app::{App, ProxyBody, app};
 pub use auth::constant_time_eq;
 pub use config::{CacheSettings, Command, Config, ConfigError, Secret, UpstreamUrl, Wire};
+pub use logs::{BatchedLogs, FLUSH_AFTER, FLUSH_AT};
 pub use router::Router;
 pub use server::{serve, tune_accepted};
 pub use upstream::Upstream;
@@ -76,9 +79,12 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+    // One `write` for many lines (see logs.rs); flushed below before exiting.
+    let logs = BatchedLogs::new(std::io::stdout());
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_filter))
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_writer(logs.clone())
         .init();
     // Parsing, walking and dropping JSON costs stack per nesting level (up to ~2 KiB in a
     // debug build): give the workers room for MAX_JSON_DEPTH (512 fits tokio's 2 MiB).
@@ -95,6 +101,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        tokio::spawn(logs.clone().run());
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
@@ -102,6 +109,7 @@ fn main() -> ExitCode {
             .await
             .map_err(|err| err.to_string())
     });
+    logs.flush();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
