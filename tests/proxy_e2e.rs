@@ -1108,6 +1108,61 @@ async fn log_lines_are_written_in_batches_in_order() {
     flusher.abort();
 }
 
+// The proxy's cheaper field formatting writes exactly what tracing-subscriber's default does
+// (without ANSI styling), for every kind of field the log lines carry.
+#[test]
+fn plain_fields_read_as_the_default_format() {
+    fn emit() {
+        let model: Option<&str> = Some("claude-haiku-4-5");
+        let none: Option<u64> = None;
+        tracing::info!(
+            method = %http::Method::POST,
+            path = %"/v1/messages",
+            status = 200u64,
+            latency_ms = 12u64,
+            offset = -42i64,
+            zero = 0u64,
+            max = u64::MAX,
+            min = i64::MIN,
+            ok = true,
+            model = model,
+            skipped = none,
+            quoted = "say \"hi\"\\ \u{1b}[31m é\ttab",
+            empty = "",
+            r#type = "raw name",
+            debug = ?vec![1, 2],
+            "response"
+        );
+        tracing::warn!(error = %"upstream failed", "a \u{1b}[31mred\u{7} message {}", 7);
+        let err = std::io::Error::other("disk full");
+        tracing::error!(error = &err as &(dyn std::error::Error + 'static), "failed");
+        tracing::info!(answer = 42u64);
+    }
+    let capture = |plain: bool| {
+        let sink = Captured::default();
+        let builder = tracing_subscriber::fmt()
+            .with_writer(sink.clone())
+            .with_ansi(false)
+            .without_time();
+        if plain {
+            let subscriber = builder.fmt_fields(proxy::PlainFields).finish();
+            tracing::subscriber::with_default(subscriber, emit);
+        } else {
+            tracing::subscriber::with_default(builder.finish(), emit);
+        }
+        String::from_utf8(sink.0.lock().expect("log buffer").clone()).expect("utf-8")
+    };
+    let (default, plain) = (capture(false), capture(true));
+    assert_eq!(plain, default);
+    assert_eq!(default.lines().count(), 4, "{default}");
+    assert!(
+        default.contains("status=200 latency_ms=12 offset=-42 zero=0"),
+        "{default}"
+    );
+    // Quoted strings and the message have their control characters escaped.
+    assert!(!plain.contains('\u{1b}'), "{plain}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------------------------

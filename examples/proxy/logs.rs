@@ -5,15 +5,20 @@
 //! seven of a small proxied request). Lines are held in a buffer and written together: once
 //! [`FLUSH_AFTER`] has passed since the first one waiting, at once when [`FLUSH_AT`] bytes are
 //! waiting, at once with anything at `WARN` or `ERROR` (and what waited before it, in order),
-//! and at shutdown ([`BatchedLogs::flush`]).
+//! and at shutdown ([`BatchedLogs::flush`]). [`PlainFields`] writes the fields of a line
+//! for less.
 
+use std::fmt;
 use std::io::Write;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tracing::field::{Field, Visit};
 use tracing::{Level, Metadata};
+use tracing_subscriber::field::{RecordFields, VisitOutput};
 use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::{DefaultVisitor, FormatFields, Writer};
 
 /// The longest a line waits in the buffer.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(50);
@@ -144,4 +149,129 @@ impl<'a, W: Write + 'a> MakeWriter<'a> for BatchedLogs<W> {
             urgent: *meta.level() <= Level::WARN,
         }
     }
+}
+
+/// Event fields as `name=value`, the same text tracing-subscriber's default writes without
+/// ANSI styling, at a fraction of the cost for the fields of the per-request line: numbers,
+/// booleans and plain strings are written directly instead of through `core::fmt` and its
+/// (no-op) styling calls, about 9,000 instructions a request. The message, `Debug` values
+/// and errors go to tracing-subscriber's own visitor (which escapes terminal control
+/// sequences in messages).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlainFields;
+
+impl<'writer> FormatFields<'writer> for PlainFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut visitor = PlainVisitor {
+            writer,
+            is_empty: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct PlainVisitor<'w> {
+    writer: Writer<'w>,
+    is_empty: bool,
+    result: fmt::Result,
+}
+
+impl PlainVisitor<'_> {
+    /// Writes ` name=` (no space before the first field).
+    fn name(&mut self, field: &Field) -> fmt::Result {
+        if !std::mem::replace(&mut self.is_empty, false) {
+            self.writer.write_char(' ')?;
+        }
+        let name = field.name();
+        self.writer
+            .write_str(name.strip_prefix("r#").unwrap_or(name))?;
+        self.writer.write_char('=')
+    }
+
+    fn plain(&mut self, field: &Field, value: &str) {
+        if self.result.is_ok() {
+            self.result = self.name(field).and_then(|()| self.writer.write_str(value));
+        }
+    }
+
+    fn delegate(&mut self, field: &Field, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        if self.result.is_err() {
+            return;
+        }
+        let mut inner = DefaultVisitor::new(self.writer.by_ref(), self.is_empty);
+        record(&mut inner);
+        self.result = inner.finish();
+        // The default visitor skips `log.*` fields (metadata of `log` records).
+        if !field.name().starts_with("log.") {
+            self.is_empty = false;
+        }
+    }
+}
+
+impl Visit for PlainVisitor<'_> {
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        let mut buf = [0u8; 20];
+        self.plain(field, decimal(value, &mut buf));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        let mut buf = [0u8; 20];
+        let digits = decimal(value.unsigned_abs(), &mut buf);
+        if value < 0 && self.result.is_ok() {
+            self.result = self
+                .name(field)
+                .and_then(|()| self.writer.write_char('-'))
+                .and_then(|()| self.writer.write_str(digits));
+        } else {
+            self.plain(field, digits);
+        }
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.plain(field, if value { "true" } else { "false" });
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        // `Debug` of a str quotes it and escapes quotes, backslashes and control or
+        // non-printing characters; printable ASCII without those reads the same unescaped.
+        let plain = value
+            .bytes()
+            .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+        if field.name() != "message" && plain {
+            if self.result.is_ok() {
+                self.result = self.name(field).and_then(|()| {
+                    self.writer.write_char('"')?;
+                    self.writer.write_str(value)?;
+                    self.writer.write_char('"')
+                });
+            }
+        } else {
+            self.delegate(field, |inner| inner.record_str(field, value));
+        }
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.delegate(field, |inner| inner.record_error(field, value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.delegate(field, |inner| inner.record_debug(field, value));
+    }
+}
+
+/// `value` in decimal, written into the end of `buf`.
+fn decimal(mut value: u64, buf: &mut [u8; 20]) -> &str {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[start..]).unwrap_or("0")
 }

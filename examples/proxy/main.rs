@@ -54,7 +54,7 @@ use tracing::{info, warn};
 pub use app::{App, ProxyBody, app};
 pub use auth::constant_time_eq;
 pub use config::{CacheSettings, Command, Config, ConfigError, Secret, UpstreamUrl, Wire};
-pub use logs::{BatchedLogs, FLUSH_AFTER, FLUSH_AT};
+pub use logs::{BatchedLogs, FLUSH_AFTER, FLUSH_AT, PlainFields};
 pub use router::Router;
 pub use server::{serve, tune_accepted};
 pub use upstream::Upstream;
@@ -81,11 +81,15 @@ fn main() -> ExitCode {
         };
     // One `write` for many lines (see logs.rs); flushed below before exiting.
     let logs = BatchedLogs::new(std::io::stdout());
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_filter))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_writer(logs.clone())
-        .init();
+        .with_writer(logs.clone());
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        subscriber.with_ansi(true).init();
+    } else {
+        // The same text without styling, for less (see `PlainFields`).
+        subscriber.with_ansi(false).fmt_fields(PlainFields).init();
+    }
     // Parsing, walking and dropping JSON costs stack per nesting level (up to ~2 KiB in a
     // debug build): give the workers room for MAX_JSON_DEPTH (512 fits tokio's 2 MiB).
     let stack = (config.max_json_depth * 4096).max(2 << 20);
