@@ -30,8 +30,9 @@
 //! | `auth.rs` | proxy keys: which credential a client presented, constant-time comparison |
 //! | `models.rs` | the model list behind `/v1/models` |
 //! | `upstream.rs` | the pooled HTTP client to the backend ([`Upstream`]) |
-//! | `telemetry.rs` | metrics (`GET /metrics`), the log line per request, OTLP spans (`otel`) |
-//! | `logs.rs` | log output in batches (one `write` for many lines) |
+//! | `telemetry.rs` | metrics (`GET /metrics`), the log line per request, the tracing subscriber |
+//! | `logs.rs` | log output in batches (one `write` for many lines), its fields written for less |
+//! | `otlp.rs` | with the `otel` feature: the request spans exported over OTLP/HTTP |
 //! | `server.rs` | the accept loop ([`serve`]): HTTP/1.1 + h2, header timeouts, graceful shutdown |
 //! | `main.rs` | reads the configuration, starts the runtime, waits for Ctrl-C or SIGTERM |
 
@@ -41,6 +42,8 @@ mod config;
 mod config_file;
 mod logs;
 mod models;
+#[cfg(feature = "otel")]
+mod otlp;
 mod router;
 mod server;
 mod telemetry;
@@ -53,10 +56,13 @@ use tracing::{info, warn};
 
 pub use app::{App, ProxyBody, app};
 pub use auth::constant_time_eq;
-pub use config::{CacheSettings, Command, Config, ConfigError, Secret, UpstreamUrl, Wire};
+pub use config::{
+    CacheSettings, Command, Config, ConfigError, OtlpSettings, Secret, UpstreamUrl, Wire,
+};
 pub use logs::{BatchedLogs, FLUSH_AFTER, FLUSH_AT, PlainFields};
 pub use router::Router;
 pub use server::{serve, tune_accepted};
+pub use telemetry::{Tracing, init_tracing, warn_without_otel};
 pub use upstream::Upstream;
 
 // glibc's malloc spends ~30% of a Claude-Code-sized request in malloc/free (freeing a
@@ -79,17 +85,6 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-    // One `write` for many lines (see logs.rs); flushed below before exiting.
-    let logs = BatchedLogs::new(std::io::stdout());
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_filter))
-        .with_writer(logs.clone());
-    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        subscriber.with_ansi(true).init();
-    } else {
-        // The same text without styling, for less (see `PlainFields`).
-        subscriber.with_ansi(false).fmt_fields(PlainFields).init();
-    }
     // Parsing, walking and dropping JSON costs stack per nesting level (up to ~2 KiB in a
     // debug build): give the workers room for MAX_JSON_DEPTH (512 fits tokio's 2 MiB).
     let stack = (config.max_json_depth * 4096).max(2 << 20);
@@ -104,8 +99,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tracing = match init_tracing(&config, runtime.handle()) {
+        Ok(tracing) => tracing,
+        Err(err) => {
+            eprintln!("proxy: cannot set up tracing: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = runtime.block_on(async {
-        tokio::spawn(logs.clone().run());
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|err| format!("cannot listen on {}: {err}", config.listen))?;
@@ -113,7 +114,9 @@ fn main() -> ExitCode {
             .await
             .map_err(|err| err.to_string())
     });
-    logs.flush();
+    // The runtime still runs here: the last spans are exported on it (and the last log
+    // lines written).
+    tracing.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
