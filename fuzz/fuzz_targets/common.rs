@@ -243,8 +243,16 @@ pub fn stream(data: &[u8]) {
 
     // The translators of both wires: a valid Anthropic stream with exactly one terminal
     // event, the same whatever the split.
-    let whole = translate_all(&mut StreamTranslator::new(config()), &[input], flags & 4 != 0);
-    let split = translate_all(&mut StreamTranslator::new(config()), &pieces, flags & 4 != 0);
+    let whole = translate_all(
+        &mut StreamTranslator::new(config()),
+        &[input],
+        flags & 4 != 0,
+    );
+    let split = translate_all(
+        &mut StreamTranslator::new(config()),
+        &pieces,
+        flags & 4 != 0,
+    );
     assert_eq!(
         whole, split,
         "the stream translator depends on the split points"
@@ -530,8 +538,16 @@ fn check_reported_usage(events: &[Value], reported: Option<Usage>, slot: Option<
         cache_read_input_tokens: field("cache_read_input_tokens"),
         cache_creation_input_tokens: field("cache_creation_input_tokens"),
     };
-    assert_eq!(reported, Some(expected), "usage() is not the message_delta's");
-    assert_eq!(slot, Some(expected), "the usage slot is not the message_delta's");
+    assert_eq!(
+        reported,
+        Some(expected),
+        "usage() is not the message_delta's"
+    );
+    assert_eq!(
+        slot,
+        Some(expected),
+        "the usage slot is not the message_delta's"
+    );
 }
 
 /// With stop sequences on, no text block contains one, and a `stop_sequence` stop names
@@ -542,7 +558,8 @@ fn check_stop_sequences(events: &[Value], configured: bool) {
         match event["type"].as_str() {
             Some("content_block_start") => texts.push(String::new()),
             Some("content_block_delta") if event["delta"]["type"] == "text_delta" => {
-                if let (Some(text), Some(open)) = (event["delta"]["text"].as_str(), texts.last_mut())
+                if let (Some(text), Some(open)) =
+                    (event["delta"]["text"].as_str(), texts.last_mut())
                 {
                     open.push_str(text);
                 }
@@ -553,7 +570,10 @@ fn check_stop_sequences(events: &[Value], configured: bool) {
                 match sequence.as_str() {
                     None => assert!(sequence.is_null() && reason != "stop_sequence"),
                     Some(sequence) => {
-                        assert!(configured && STOP_SEQUENCES.contains(&sequence), "{sequence:?}");
+                        assert!(
+                            configured && STOP_SEQUENCES.contains(&sequence),
+                            "{sequence:?}"
+                        );
                         assert_eq!(reason, "stop_sequence");
                     }
                 }
@@ -859,7 +879,10 @@ fn check_recorded(name: &str, answer: &[u8]) {
         let choices = answer["choices"].as_array().expect("choices is a list");
         assert!(!choices.is_empty());
         for choice in choices {
-            assert!(choice["index"].is_u64() && choice["message"].is_object(), "{choice}");
+            assert!(
+                choice["index"].is_u64() && choice["message"].is_object(),
+                "{choice}"
+            );
             assert!(!choice["finish_reason"].is_null(), "{choice}");
         }
     }
@@ -892,7 +915,9 @@ fn replay(name: &str, codec: &dyn StreamCodec, answer: &[u8], request: &Value, r
     }
     let once = match accumulate(codec, &[&stream]) {
         Ok(once) => once,
-        Err(err) if recorded => panic!("{name}: a recorded answer's rendering does not record ({err})"),
+        Err(err) if recorded => {
+            panic!("{name}: a recorded answer's rendering does not record ({err})")
+        }
         Err(_) => return,
     };
     let again = codec
@@ -901,7 +926,11 @@ fn replay(name: &str, codec: &dyn StreamCodec, answer: &[u8], request: &Value, r
     let twice = accumulate(codec, &[&again])
         .unwrap_or_else(|err| panic!("{name}: a second rendering does not record ({err})"));
     let json = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).expect("answer is JSON");
-    assert_eq!(json(&once), json(&twice), "{name}: replay is not a fixpoint");
+    assert_eq!(
+        json(&once),
+        json(&twice),
+        "{name}: replay is not a fixpoint"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -994,7 +1023,10 @@ fn check_config_error(data: &[u8], message: &str) {
         && let Ok(line) = line.parse::<usize>()
     {
         let lines = data.iter().filter(|&&b| b == b'\n').count() + 1;
-        assert!((1..=lines).contains(&line), "line {line} of {lines}: {message}");
+        assert!(
+            (1..=lines).contains(&line),
+            "line {line} of {lines}: {message}"
+        );
     } else {
         assert!(rest.starts_with(' '), "{message}");
     }

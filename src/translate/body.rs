@@ -927,7 +927,16 @@ mod tests {
             assert_eq!(looks_like_event_stream(bytes), Some(false), "{shown:?}");
         }
         let undecided: [&[u8]; 10] = [
-            b"", b"\xEF", b"\xEF\xBB\xBF", b" \n", b"d", b"dat", b"data", b"ev", b"re", b"id",
+            b"",
+            b"\xEF",
+            b"\xEF\xBB\xBF",
+            b" \n",
+            b"d",
+            b"dat",
+            b"data",
+            b"ev",
+            b"re",
+            b"id",
         ];
         for bytes in undecided {
             let shown = String::from_utf8_lossy(bytes);
@@ -955,7 +964,9 @@ mod tests {
             translator(),
             None,
         );
-        body.expect_event_stream(None).await.expect("an event stream");
+        body.expect_event_stream(None)
+            .await
+            .expect("an event stream");
         let bytes = body.collect().await.expect("body").to_bytes();
         let names = event_names(&bytes);
         assert_eq!(names.first().map(String::as_str), Some("message_start"));
@@ -965,15 +976,24 @@ mod tests {
         // A whole stream in the first frame: the upstream is done with at once.
         let whole: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
         let mut body = TranslateBody::stream(upstream_of(vec![whole]), translator(), None);
-        body.expect_event_stream(None).await.expect("an event stream");
+        body.expect_event_stream(None)
+            .await
+            .expect("an event stream");
         let bytes = body.collect().await.expect("body").to_bytes();
-        assert_eq!(event_names(&bytes).last().map(String::as_str), Some("message_stop"));
+        assert_eq!(
+            event_names(&bytes).last().map(String::as_str),
+            Some("message_stop")
+        );
 
         // A JSON completion from a backend that ignored `stream`, an empty body: 502.
-        let json: &[u8] = b"{\"choices\":[{\"message\":{\"content\":\"Hello\"},\"finish_reason\":\"stop\"}]}";
+        let json: &[u8] =
+            b"{\"choices\":[{\"message\":{\"content\":\"Hello\"},\"finish_reason\":\"stop\"}]}";
         for parts in [vec![b"\n  ".as_slice(), json], vec![]] {
             let mut body = TranslateBody::stream(upstream_of(parts), translator(), None);
-            let err = body.expect_event_stream(None).await.expect_err("not a stream");
+            let err = body
+                .expect_event_stream(None)
+                .await
+                .expect_err("not a stream");
             assert_eq!(err.status(), http::StatusCode::BAD_GATEWAY, "{err}");
             assert!(body.take_upstream().is_some());
         }
