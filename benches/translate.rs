@@ -11,7 +11,7 @@ use std::hint::black_box;
 use tower_llm_bridge::parsed::ParsedBody;
 use tower_llm_bridge::translate::response::{ResponseContext, translate_response};
 use tower_llm_bridge::translate::responses;
-use tower_llm_bridge::translate::{ModelMap, TranslateOptions, translate_request};
+use tower_llm_bridge::translate::{ModelMap, TranslateOptions, translate_parsed};
 
 mod fixtures;
 
@@ -24,18 +24,14 @@ fn request(c: &mut Criterion) {
     group.bench_function("ours: parse + translate + serialize", |b| {
         b.iter(|| {
             let parsed = ParsedBody::parse(black_box(bytes.clone())).expect("json");
-            black_box(
-                translate_request(parsed.json(), &options)
-                    .expect("valid")
-                    .body,
-            )
+            black_box(translate_parsed(&parsed, &options).expect("valid").body)
         })
     });
     group.bench_function("responses wire: parse + translate + serialize", |b| {
         b.iter(|| {
             let parsed = ParsedBody::parse(black_box(bytes.clone())).expect("json");
             black_box(
-                responses::request::translate_request(parsed.json(), &options)
+                responses::request::translate_parsed(&parsed, &options)
                     .expect("valid")
                     .body,
             )

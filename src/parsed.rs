@@ -5,12 +5,19 @@
 //! [`ParsedBody`] into the request's extensions. A layer further in looks for it there before
 //! reading the body itself, so a request is parsed once whatever the stack.
 //!
+//! Parsing builds no tree: it checks that the bytes are one JSON document and indexes the
+//! top-level fields (where each key and value sit in the bytes). Layers read the fields they
+//! need from their slices ([`ParsedBody::field`]); the translation layer parses borrowed views
+//! of the fields it rewrites and copies the rest (tool schemas, tool inputs) verbatim; fields
+//! are removed or replaced by copying the other fields byte for byte
+//! ([`ParsedBody::with_field`]).
+//!
 //! ```
 //! use bytes::Bytes;
 //! use tower_llm_bridge::parsed::ParsedBody;
 //!
 //! let parsed = ParsedBody::parse(Bytes::from_static(br#"{"model":"m","max_tokens":5}"#)).unwrap();
-//! assert_eq!(parsed.json()["max_tokens"], 5);
+//! assert_eq!(parsed.field("max_tokens"), Some(&b"5"[..]));
 //! assert_eq!(parsed.bytes().len(), 28);
 //! ```
 //!
@@ -18,10 +25,9 @@
 //!
 //! serde_json refuses documents nested deeper than 128 levels, which rejects real tool schemas
 //! (a JSON Schema costs two levels per nested property). Everything here parses with a depth
-//! limit of its own instead, [`DEFAULT_MAX_JSON_DEPTH`] (512) unless told otherwise: a cheap
-//! pre-scan of the bytes ([`check_json_depth`]) rejects a deeper document before the recursive
-//! parser sees it, so the parse, the drop and every walk of the tree stay within a known
-//! depth. Each level costs up to ~2 KiB of stack in a debug build (~0.6 KiB in release), so
+//! limit of its own instead, [`DEFAULT_MAX_JSON_DEPTH`] (512) unless told otherwise: a deeper
+//! document is refused by [`ParsedBody::parse`], so every recursive walk of the fields (the
+//! translation's view, the cache key) stays within a known depth. Each level costs up to ~2 KiB of stack in a debug build (~0.6 KiB in release), so
 //! 512 levels fit in a tokio worker's 2 MiB stack with room to spare; raise the limit only
 //! together with the runtime's `thread_stack_size`.
 //!
@@ -36,6 +42,8 @@
 //! assert!(ParsedBody::parse_max_depth(deep(20), 16).is_err());
 //! ```
 
+use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,20 +52,63 @@ use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body;
 use http_body_util::BodyExt;
 use serde::Deserialize;
+use serde::de::{Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::BoxError;
 
 static PARSES: AtomicU64 = AtomicU64::new(0);
 
-/// A JSON request body: the bytes as received and their parsed form.
+/// A JSON request body: the bytes as received, checked to be one JSON document, and an index
+/// of its top-level fields.
 ///
-/// Cloning is cheap (the JSON tree is shared), so a request whose extensions hold one can be
-/// cloned per attempt (a routing layer retrying on another backend) without copying the tree.
+/// No tree is built: the index holds where each top-level field's key and value sit in the
+/// bytes (a few words per field), so a layer reads a field by parsing its slice alone
+/// ([`ParsedBody::field`], [`ParsedBody::str_field`]) and the translation layer parses
+/// borrowed views of the fields it rewrites. Cloning is cheap (the bytes and the index are
+/// shared), so a request whose extensions hold one can be cloned per attempt (a routing layer
+/// retrying on another backend).
+///
+/// ```
+/// use bytes::Bytes;
+/// use tower_llm_bridge::parsed::ParsedBody;
+///
+/// let parsed = ParsedBody::parse(Bytes::from_static(
+///     br#"{"model": "claude-sonnet-4-5", "max_tokens": 5, "stream": true}"#,
+/// )).unwrap();
+/// assert!(parsed.is_object());
+/// assert_eq!(parsed.field("max_tokens"), Some(&b"5"[..]));
+/// assert_eq!(parsed.str_field("model").as_deref(), Some("claude-sonnet-4-5"));
+/// assert_eq!(parsed.bool_field("stream"), Some(true));
+/// assert_eq!(parsed.field("messages"), None);
+/// ```
 #[derive(Clone, Debug)]
 pub struct ParsedBody {
     bytes: Bytes,
-    json: Arc<Value>,
+    /// `None` when the document is not an object.
+    fields: Option<Arc<[Field]>>,
+    /// The nesting limit the document was checked against.
+    max_depth: usize,
+}
+
+/// One top-level field: byte ranges of its key (quotes included) and its value.
+#[derive(Clone, Debug)]
+struct Field {
+    key: Range<usize>,
+    /// The key holds a backslash escape, so it must be decoded to be compared.
+    escaped: bool,
+    value: Range<usize>,
+}
+
+impl Field {
+    fn is(&self, bytes: &[u8], name: &str) -> bool {
+        let raw = bytes.get(self.key.clone()).unwrap_or_default();
+        if !self.escaped {
+            return raw.get(1..raw.len().saturating_sub(1)) == Some(name.as_bytes());
+        }
+        serde_json::from_slice::<Cow<'_, str>>(raw).is_ok_and(|key| key == name)
+    }
 }
 
 impl ParsedBody {
@@ -83,41 +134,222 @@ impl ParsedBody {
     /// ```
     pub fn parse_max_depth(bytes: Bytes, max_depth: usize) -> Result<Self, serde_json::Error> {
         PARSES.fetch_add(1, Ordering::Relaxed);
-        let json = Arc::new(from_slice_max_depth(&bytes, max_depth)?);
-        Ok(Self { bytes, json })
+        let fields = match scan(&bytes, max_depth) {
+            Some(fields) => fields.map(Into::into),
+            // Refused (or beyond what the scan decides): serde_json's reader says why.
+            None => {
+                check_json_depth(&bytes, max_depth)?;
+                index(&bytes)?
+            }
+        };
+        Ok(Self {
+            bytes,
+            fields,
+            max_depth,
+        })
     }
 
-    /// Wraps JSON that was modified after parsing, with its re-serialized bytes.
+    /// Wraps JSON built or modified in memory, with its serialized bytes.
     ///
     /// ```
     /// # use tower_llm_bridge::parsed::ParsedBody;
     /// let parsed = ParsedBody::from_json(serde_json::json!({"a": 1}));
     /// assert_eq!(&parsed.bytes()[..], br#"{"a":1}"#);
+    /// assert_eq!(parsed.field("a"), Some(&b"1"[..]));
     /// ```
     pub fn from_json(json: Value) -> Self {
-        let bytes = serde_json::to_vec(&json)
+        Self::from_json_ref(&json)
+    }
+
+    /// [`ParsedBody::from_json`] without taking the tree.
+    pub(crate) fn from_json_ref(json: &Value) -> Self {
+        let bytes = serde_json::to_vec(json)
             .map(Bytes::from)
             .unwrap_or_default();
+        // Serialized by serde_json: one valid document, so indexing it cannot fail.
+        let fields = index(&bytes).ok().flatten();
         Self {
             bytes,
-            json: Arc::new(json),
+            fields,
+            max_depth: DEFAULT_MAX_JSON_DEPTH,
         }
     }
 
-    /// The parsed JSON.
-    pub fn json(&self) -> &Value {
-        &self.json
-    }
-
-    /// The body bytes, as received (or as re-serialized by [`ParsedBody::from_json`]).
+    /// The body bytes, as received (or as rewritten by [`ParsedBody::with_field`]).
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }
 
-    /// Splits into bytes and JSON (the tree is copied only when a clone still shares it).
-    pub fn into_parts(self) -> (Bytes, Value) {
-        let json = Arc::try_unwrap(self.json).unwrap_or_else(|shared| (*shared).clone());
-        (self.bytes, json)
+    /// The nesting limit the document was parsed with: a layer walking the document
+    /// recursively stays within it.
+    ///
+    /// ```
+    /// # use tower_llm_bridge::parsed::ParsedBody;
+    /// assert_eq!(ParsedBody::parse_max_depth(b"{}"[..].into(), 40).unwrap().max_depth(), 40);
+    /// ```
+    pub fn max_depth(&self) -> usize {
+        self.max_depth
+    }
+
+    /// Whether the document is a JSON object (a request body must be).
+    pub fn is_object(&self) -> bool {
+        self.fields.is_some()
+    }
+
+    /// The JSON text of top-level field `name` (the last one when the key is repeated, as a
+    /// parsed map would keep it); `None` when absent or when the document is not an object.
+    pub fn field(&self, name: &str) -> Option<&[u8]> {
+        let fields = self.fields.as_deref()?;
+        let field = fields.iter().rev().find(|f| f.is(&self.bytes, name))?;
+        self.bytes.get(field.value.clone())
+    }
+
+    /// Top-level field `name` when it is a string, decoded (borrowed when it has no escapes).
+    ///
+    /// ```
+    /// # use tower_llm_bridge::parsed::ParsedBody;
+    /// let parsed = ParsedBody::parse(br#"{"model":"a\u0062c","n":1}"#[..].into()).unwrap();
+    /// assert_eq!(parsed.str_field("model").as_deref(), Some("abc"));
+    /// assert_eq!(parsed.str_field("n"), None);
+    /// ```
+    pub fn str_field(&self, name: &str) -> Option<Cow<'_, str>> {
+        let raw = self.field(name)?;
+        if raw.first() != Some(&b'"') {
+            return None;
+        }
+        serde_json::from_slice(raw).ok()
+    }
+
+    /// Top-level field `name` when it is a boolean.
+    pub fn bool_field(&self, name: &str) -> Option<bool> {
+        match self.field(name)? {
+            b"true" => Some(true),
+            b"false" => Some(false),
+            _ => None,
+        }
+    }
+
+    /// The body with every top-level field `name` replaced by the JSON text `value` (added
+    /// at the end when absent), or removed when `value` is `None`. The other fields are
+    /// copied as they are, byte for byte and in their order: nothing is parsed again.
+    /// A document that is not an object is returned unchanged.
+    ///
+    /// `value` must be one valid JSON value (for example the output of
+    /// `serde_json::to_string`).
+    ///
+    /// ```
+    /// # use tower_llm_bridge::parsed::ParsedBody;
+    /// let parsed = ParsedBody::parse(br#"{"model":"a","cache_ttl_secs":60,"n":[1, 2]}"#[..].into()).unwrap();
+    /// let sent = parsed.with_field("cache_ttl_secs", None).with_field("model", Some(r#""b""#));
+    /// assert_eq!(&sent.bytes()[..], br#"{"model":"b","n":[1, 2]}"#);
+    /// assert_eq!(sent.field("n"), Some(&b"[1, 2]"[..]));
+    /// ```
+    #[must_use]
+    pub fn with_field(&self, name: &str, value: Option<&str>) -> Self {
+        self.with_fields(&[(name, value)])
+    }
+
+    /// [`ParsedBody::with_field`] for several fields in one copy of the bytes.
+    ///
+    /// ```
+    /// # use tower_llm_bridge::parsed::ParsedBody;
+    /// let parsed = ParsedBody::parse(br#"{"a":1,"b":2}"#[..].into()).unwrap();
+    /// let edited = parsed.with_fields(&[("a", None), ("c", Some("[3]"))]);
+    /// assert_eq!(&edited.bytes()[..], br#"{"b":2,"c":[3]}"#);
+    /// ```
+    #[must_use]
+    pub fn with_fields(&self, edits: &[(&str, Option<&str>)]) -> Self {
+        let Some(fields) = self.fields.as_deref() else {
+            return self.clone();
+        };
+        let bytes = &self.bytes[..];
+        let added: usize = edits
+            .iter()
+            .map(|(name, value)| name.len() + value.map_or(0, str::len) + 4)
+            .sum();
+        let mut out = Vec::with_capacity(bytes.len() + added);
+        let mut index = Vec::with_capacity(fields.len() + edits.len());
+        let mut found = vec![false; edits.len()];
+        out.push(b'{');
+        let mut push = |out: &mut Vec<u8>, key: &[u8], escaped: bool, value: &[u8]| {
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            let key_start = out.len();
+            out.extend_from_slice(key);
+            let key_end = out.len();
+            out.push(b':');
+            let value_start = out.len();
+            out.extend_from_slice(value);
+            index.push(Field {
+                key: key_start..key_end,
+                escaped,
+                value: value_start..out.len(),
+            });
+        };
+        for field in fields {
+            let key = bytes.get(field.key.clone()).unwrap_or_default();
+            let old = bytes.get(field.value.clone()).unwrap_or_default();
+            match edits.iter().position(|(name, _)| field.is(bytes, name)) {
+                Some(at) => {
+                    found[at] = true;
+                    if let Some((_, Some(value))) = edits.get(at) {
+                        push(&mut out, key, field.escaped, value.as_bytes());
+                    }
+                }
+                None => push(&mut out, key, field.escaped, old),
+            }
+        }
+        for ((name, value), found) in edits.iter().zip(found) {
+            if !found && let Some(value) = value {
+                let key = serde_json::to_string(name).unwrap_or_default();
+                push(
+                    &mut out,
+                    key.as_bytes(),
+                    key.contains('\\'),
+                    value.as_bytes(),
+                );
+            }
+        }
+        out.push(b'}');
+        Self {
+            bytes: Bytes::from(out),
+            fields: Some(index.into()),
+            max_depth: self.max_depth,
+        }
+    }
+
+    /// Validates the request's optional `cache_ttl_secs` (see [`cache_ttl_secs`]).
+    ///
+    /// # Errors
+    /// The message for a `400 invalid_request_error`, naming the field.
+    ///
+    /// ```
+    /// # use tower_llm_bridge::parsed::ParsedBody;
+    /// let ttl = |body: &'static str| ParsedBody::parse(body.into()).unwrap().cache_ttl_secs();
+    /// assert_eq!(ttl(r#"{"cache_ttl_secs":60}"#), Ok(Some(60)));
+    /// assert_eq!(ttl(r#"{"model":"m"}"#), Ok(None));
+    /// assert!(ttl(r#"{"cache_ttl_secs":"60"}"#).is_err());
+    /// ```
+    pub fn cache_ttl_secs(&self) -> Result<Option<u64>, String> {
+        let Some(raw) = self.field("cache_ttl_secs") else {
+            return Ok(None);
+        };
+        // A scalar (or an error to report): small, so a tree is fine here.
+        let value: Value = from_slice_max_depth(raw, DEFAULT_MAX_JSON_DEPTH).unwrap_or(Value::Null);
+        ttl_value(Some(&value))
+    }
+
+    /// The whole document as a `serde_json::Value` tree: a second parse, for tests and
+    /// tools, never for a request's hot path.
+    ///
+    /// ```
+    /// # use tower_llm_bridge::parsed::ParsedBody;
+    /// let parsed = ParsedBody::parse(br#"{"a":[1,2]}"#[..].into()).unwrap();
+    /// assert_eq!(parsed.to_value()["a"][1], 2);
+    /// ```
+    pub fn to_value(&self) -> Value {
+        from_slice_max_depth(&self.bytes, usize::MAX).unwrap_or(Value::Null)
     }
 
     /// How many times [`ParsedBody::parse`] has run in this process. Tests use it to prove
@@ -128,12 +360,292 @@ impl ParsedBody {
     }
 }
 
+/// Checks that `bytes` hold one JSON document and, for an object, where its top-level fields
+/// are. The values are skipped by serde_json's raw-value reader, which neither allocates nor
+/// recurses.
+fn index(bytes: &[u8]) -> Result<Option<Arc<[Field]>>, serde_json::Error> {
+    struct Top<'b>(&'b [u8]);
+
+    impl<'de> Visitor<'de> for Top<'_> {
+        type Value = Option<Vec<Field>>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let base = self.0.as_ptr() as usize;
+            let range = |raw: &RawValue| {
+                let start = raw.get().as_ptr() as usize - base;
+                start..start + raw.get().len()
+            };
+            let mut fields = Vec::new();
+            while let Some(key) = map.next_key::<&'de RawValue>()? {
+                let value = map.next_value::<&'de RawValue>()?;
+                fields.push(Field {
+                    key: range(key),
+                    escaped: memchr::memchr(b'\\', key.get().as_bytes()).is_some(),
+                    value: range(value),
+                });
+            }
+            Ok(Some(fields))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let fields = de.deserialize_any(Top(bytes))?;
+    de.end()?;
+    Ok(fields.map(Into::into))
+}
+
+/// The one pass [`ParsedBody::parse`] makes over valid bytes: checks that they are one JSON
+/// document nested at most `max_depth` levels deep and indexes the top-level fields of an
+/// object, without building anything (strings are skipped at `memchr` speed).
+///
+/// Returns `None` for anything it does not accept, and the caller then runs serde_json's
+/// reader (with the depth pre-scan) for the exact error it gives; so this scan only needs to
+/// never accept what serde_json refuses. It accepts what serde_json's raw-value reader
+/// accepts: JSON's grammar, no control characters in strings, escapes of JSON's set, UTF-8.
+fn scan(bytes: &[u8], max_depth: usize) -> Option<Option<Vec<Field>>> {
+    std::str::from_utf8(bytes).ok()?;
+    let mut s = Cursor { bytes, at: 0 };
+    let mut stack: Vec<u8> = Vec::new();
+    let mut fields = Vec::new();
+    // The key of the top-level field whose value is being read, and where the value began.
+    let mut key: Option<(Range<usize>, bool)> = None;
+    let mut value_start = 0;
+    s.skip_space();
+    let object = s.peek() == Some(b'{');
+    // A bare scalar is no request: serde_json's reader judges it (and its number range).
+    if !matches!(s.peek(), Some(b'{' | b'[')) {
+        return None;
+    }
+    'value: loop {
+        s.skip_space();
+        if stack.len() == 1 {
+            value_start = s.at;
+        }
+        match s.peek()? {
+            open @ (b'{' | b'[') => {
+                stack.push(open);
+                if stack.len() > max_depth {
+                    return None;
+                }
+                s.at += 1;
+                s.skip_space();
+                let close = if open == b'{' { b'}' } else { b']' };
+                if s.peek()? == close {
+                    s.at += 1;
+                    stack.pop();
+                } else if open == b'{' {
+                    let read = s.key()?;
+                    if stack.len() == 1 {
+                        key = Some(read);
+                    }
+                    continue 'value;
+                } else {
+                    continue 'value;
+                }
+            }
+            b'"' => {
+                s.string()?;
+            }
+            b't' => s.literal(b"true")?,
+            b'f' => s.literal(b"false")?,
+            b'n' => s.literal(b"null")?,
+            b'-' | b'0'..=b'9' => s.number()?,
+            _ => return None,
+        }
+        // A value ended: record it if it was a top-level field's, then close what it ends.
+        loop {
+            if stack.len() == 1
+                && stack.first() == Some(&b'{')
+                && let Some((key, escaped)) = key.take()
+            {
+                fields.push(Field {
+                    key,
+                    escaped,
+                    value: value_start..s.at,
+                });
+            }
+            s.skip_space();
+            let Some(&open) = stack.last() else {
+                // The document is complete: only whitespace may follow.
+                return (s.at == bytes.len()).then(|| object.then_some(fields));
+            };
+            match s.peek()? {
+                b',' => {
+                    s.at += 1;
+                    if open == b'{' {
+                        let read = s.key()?;
+                        if stack.len() == 1 {
+                            key = Some(read);
+                        }
+                    }
+                    continue 'value;
+                }
+                b'}' if open == b'{' => {
+                    s.at += 1;
+                    stack.pop();
+                }
+                b']' if open == b'[' => {
+                    s.at += 1;
+                    stack.pop();
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+struct Cursor<'b> {
+    bytes: &'b [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.at).copied()
+    }
+
+    fn skip_space(&mut self) {
+        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.peek() {
+            self.at += 1;
+        }
+    }
+
+    /// An object key and the colon after it: the key's range and whether it has escapes.
+    fn key(&mut self) -> Option<(Range<usize>, bool)> {
+        self.skip_space();
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let start = self.at;
+        let escaped = self.string()?;
+        let key = start..self.at;
+        self.skip_space();
+        if self.peek()? != b':' {
+            return None;
+        }
+        self.at += 1;
+        Some((key, escaped))
+    }
+
+    /// A string (at its opening quote); whether it holds escapes.
+    fn string(&mut self) -> Option<bool> {
+        self.at += 1;
+        let mut escaped = false;
+        loop {
+            let rest = self.bytes.get(self.at..)?;
+            let found = memchr::memchr2(b'"', b'\\', rest)?;
+            // JSON strings hold no raw control characters.
+            if rest.get(..found)?.iter().any(|&b| b < 0x20) {
+                return None;
+            }
+            self.at += found;
+            if self.peek()? == b'"' {
+                self.at += 1;
+                return Some(escaped);
+            }
+            escaped = true;
+            match self.bytes.get(self.at + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 2,
+                b'u' => {
+                    let hex = self.bytes.get(self.at + 2..self.at + 6)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    self.at += 6;
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        if self.bytes.get(self.at..self.at + word.len())? != word {
+            return None;
+        }
+        self.at += word.len();
+        Some(())
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`
+    fn number(&mut self) -> Option<()> {
+        if self.peek() == Some(b'-') {
+            self.at += 1;
+        }
+        match self.peek()? {
+            b'0' => {
+                self.at += 1;
+                // No leading zeros.
+                if self.peek().is_some_and(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+            }
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.at += 1;
+            self.some_digits()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.at += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.at += 1;
+            }
+            self.some_digits()?;
+        }
+        Some(())
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Option<()> {
+        if !self.peek()?.is_ascii_digit() {
+            return None;
+        }
+        self.digits();
+        Some(())
+    }
+}
+
 /// Maximum allowed value for a per-request `cache_ttl_secs`.
 pub const MAX_TTL_SECS: u64 = 86_400;
 
 /// Reads and validates the optional `cache_ttl_secs` field of a request body, the response
 /// cache's per-request setting. Every layer that takes a request validates it the same way,
-/// whether or not a cache is in the stack, and none sends it upstream.
+/// whether or not a cache is in the stack, and none sends it upstream. Layers holding a
+/// [`ParsedBody`] use [`ParsedBody::cache_ttl_secs`], which applies the same rules.
 ///
 /// - `Ok(None)`: absent or `null`;
 /// - `Ok(Some(n))`: `n` seconds, `0..=MAX_TTL_SECS` (a fractional number is truncated);
@@ -151,7 +663,11 @@ pub const MAX_TTL_SECS: u64 = 86_400;
 /// assert!(cache_ttl_secs(&json!({"cache_ttl_secs": -1})).is_err());
 /// ```
 pub fn cache_ttl_secs(body: &Value) -> Result<Option<u64>, String> {
-    let value = match body.get("cache_ttl_secs") {
+    ttl_value(body.get("cache_ttl_secs"))
+}
+
+fn ttl_value(value: Option<&Value>) -> Result<Option<u64>, String> {
+    let value = match value {
         None | Some(Value::Null) => return Ok(None),
         Some(value) => value,
     };
@@ -769,7 +1285,7 @@ mod tests {
             let task = runtime.spawn(async move {
                 let doc = Bytes::from(nested(DEFAULT_MAX_JSON_DEPTH, object));
                 let parsed = ParsedBody::parse(doc.clone()).expect("accepted");
-                let copy = parsed.json().clone();
+                let copy = parsed.to_value();
                 assert_eq!(serde_json::to_vec(&copy).expect("serializes"), doc);
                 drop(copy);
                 drop(parsed);
@@ -929,11 +1445,118 @@ mod tests {
         );
     }
 
+    /// The one-pass scan never accepts what serde_json's reader refuses, indexes the same
+    /// fields, and accepts every valid document it is given (so the reader is the cold path).
+    #[test]
+    fn the_scan_agrees_with_serde_json() {
+        type Fields = Option<Vec<(Range<usize>, bool, Range<usize>)>>;
+        fn slow(doc: &[u8], depth: usize) -> Result<Fields, String> {
+            check_json_depth(doc, depth).map_err(|e| e.to_string())?;
+            let fields = index(doc).map_err(|e| e.to_string())?;
+            Ok(fields.map(|f| {
+                f.iter()
+                    .map(|f| (f.key.clone(), f.escaped, f.value.clone()))
+                    .collect()
+            }))
+        }
+        let mut docs: Vec<Vec<u8>> = [
+            &br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#[..],
+            br#" { "a" : [ 1 , -2.5e+3 , 0.1E-2 , true , false , null ] , "b\u00e9\n" : { } , "c" : "x\"y\\" } "#,
+            br#"{"a":{"b":{"c":[[],[{}]]}},"a":"again","":0}"#,
+            br#"[1,"two",{"three":3}]"#,
+            br#""just a string""#,
+            b"-0",
+            b"0",
+            b"12345678901234567890123",
+            b"1e400",
+            "{\"k\":\"caf\u{e9} \u{1f600}\"}".as_bytes(),
+            b"{}",
+            b"[]",
+            // Invalid ones.
+            b"",
+            b" ",
+            b"{",
+            b"{\"a\"}",
+            b"{\"a\":}",
+            b"{\"a\":1,}",
+            b"[1,]",
+            b"[01]",
+            b"[1.]",
+            b"[.5]",
+            b"[1e]",
+            b"[-]",
+            b"[+1]",
+            b"[tru]",
+            b"[nul]",
+            b"[1 2]",
+            b"{\"a\" 1}",
+            b"{1:2}",
+            b"[\"\\x\"]",
+            b"[\"\\u12\"]",
+            b"[\"\\u12g4\"]",
+            b"[\"a\nb\"]",
+            b"[\"a\tb\"]",
+            b"[\"\xff\"]",
+            b"{\"\xff\":1}",
+            b"[1]]",
+            b"[1] x",
+            b"{}{}",
+            b"[\"unterminated",
+            b"\xef\xbb\xbf{}",
+        ]
+        .iter()
+        .map(|d| d.to_vec())
+        .collect();
+        // Every prefix of valid documents: mostly invalid, some valid.
+        let valid: Vec<Vec<u8>> = docs.iter().take(12).cloned().collect();
+        for doc in &valid {
+            for cut in 0..doc.len() {
+                docs.push(doc[..cut].to_vec());
+            }
+        }
+        // The fuzzers' request corpus, when it is there.
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/request");
+        if let Ok(entries) = std::fs::read_dir(corpus) {
+            for entry in entries.flatten().take(2000) {
+                if let Ok(doc) = std::fs::read(entry.path()) {
+                    docs.push(doc);
+                }
+            }
+        }
+        let mut accepted = 0;
+        for doc in &docs {
+            for depth in [1, 2, 3, 512] {
+                let expected = slow(doc, depth);
+                match scan(doc, depth) {
+                    Some(fields) => {
+                        accepted += 1;
+                        let fields = fields.map(|f| {
+                            f.iter()
+                                .map(|f| (f.key.clone(), f.escaped, f.value.clone()))
+                                .collect()
+                        });
+                        assert_eq!(Ok(fields), expected, "{:?}", String::from_utf8_lossy(doc));
+                    }
+                    None => assert!(
+                        expected.is_err()
+                            || std::str::from_utf8(doc).is_err()
+                            || !doc.trim_ascii_start().starts_with(b"{")
+                                && !doc.trim_ascii_start().starts_with(b"["),
+                        "the scan refused a valid document: {:?}",
+                        String::from_utf8_lossy(doc)
+                    ),
+                }
+            }
+        }
+        assert!(accepted > 40, "{accepted}");
+    }
+
     #[test]
     fn parse_keeps_bytes_and_counts() {
         let before = ParsedBody::parse_count();
         let parsed = ParsedBody::parse(Bytes::from_static(b"[1,2]")).expect("json");
-        assert_eq!(parsed.json()[1], 2);
+        assert!(!parsed.is_object());
+        assert_eq!(parsed.field("0"), None);
         assert!(ParsedBody::parse_count() > before);
         assert!(ParsedBody::parse(Bytes::from_static(b"{")).is_err());
     }

@@ -157,6 +157,29 @@ impl ModelSlot {
         }
     }
 
+    /// [`ModelSlot::note_request`] for a [`ParsedBody`](crate::parsed::ParsedBody): reads its
+    /// `model` field alone, without a tree.
+    ///
+    /// ```
+    /// use http::Request;
+    /// use tower_llm_bridge::parsed::ParsedBody;
+    /// use tower_llm_bridge::report::ModelSlot;
+    ///
+    /// let slot = ModelSlot::new();
+    /// let mut request = Request::new(());
+    /// request.extensions_mut().insert(slot.clone());
+    /// let body = ParsedBody::parse(br#"{"model":"claude-haiku-4-5","max_tokens":5}"#[..].into()).unwrap();
+    /// ModelSlot::note_parsed(request.extensions(), &body);
+    /// assert_eq!(slot.requested().as_deref(), Some("claude-haiku-4-5"));
+    /// ```
+    pub fn note_parsed(extensions: &http::Extensions, body: &crate::parsed::ParsedBody) {
+        if let Some(slot) = extensions.get::<Self>()
+            && let Some(model) = body.str_field("model")
+        {
+            slot.set_requested(&model);
+        }
+    }
+
     /// Records the client's model unless one is recorded already: the first (outermost)
     /// parse of the body is the client's own request.
     pub fn set_requested(&self, model: &str) {

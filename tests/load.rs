@@ -476,3 +476,33 @@ async fn load_mix_then_slow_streams_without_errors_and_bounded_resources() {
     })
     .await;
 }
+
+/// `benches/load/run.sh` prints issue 16's goals table from its results through
+/// `load.py table`: its arithmetic (medians of the rounds, ours/baseline ratios, the added
+/// latency, met/MISSED, errors) is checked on made-up figures by `load.py selftest`.
+#[test]
+fn load_script_table_arithmetic() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/load/load.py");
+    let output = match std::process::Command::new("python3")
+        .arg(script)
+        .arg("selftest")
+        .output()
+    {
+        Ok(output) => output,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("python3 is not installed: the load script's table is not checked");
+            return;
+        }
+        Err(err) => panic!("cannot run python3: {err}"),
+    };
+    assert!(
+        output.status.success(),
+        "load.py selftest failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "load.py selftest: ok"
+    );
+}

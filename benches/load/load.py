@@ -4,10 +4,13 @@
     load.py ports N                       print N free 127.0.0.1 TCP ports
     load.py gen DIR PORTS...              write request bodies, upstream answers, nginx.conf
     load.py drip PORT                     a slow-dripping OpenAI SSE upstream (one chunk/s)
-    load.py streams URL N PID             open N streaming /v1/messages through the proxy,
+    load.py streams URL N PID [KEY]       open N streaming /v1/messages through the proxy
+                                          (with KEY as x-api-key),
                                           wait until every one has its first event, print
                                           the proxy's VmRSS, close them all
-    load.py table RESULTS                 print the comparison table from run.sh's results
+    load.py table RESULTS                 print issue 16's goals table (medians of the runs,
+                                          the per-run figures, every measurement)
+    load.py selftest                      check the table's arithmetic on made-up figures
 
 Everything listens on and connects to 127.0.0.1 only; every wait is bounded.
 """
@@ -393,12 +396,12 @@ def rss_kb(pid):
     return 0
 
 
-async def open_stream(host, port, body, opened, stop):
+async def open_stream(host, port, body, key, opened, stop):
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(b"POST /v1/messages HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\n"
-                     b"anthropic-version: 2023-06-01\r\ncontent-length: %d\r\n\r\n%s"
-                     % (host.encode(), port, len(body), body))
+                     b"anthropic-version: 2023-06-01\r\n%scontent-length: %d\r\n\r\n%s"
+                     % (host.encode(), port, key_header(key), len(body), body))
         await writer.drain()
         seen = b""
         while b"content_block_delta" not in seen:
@@ -414,7 +417,11 @@ async def open_stream(host, port, body, opened, stop):
         writer.close()
 
 
-async def streams(url, n, pid):
+def key_header(key):
+    return b"x-api-key: %s\r\n" % key.encode() if key else b""
+
+
+async def streams(url, n, pid, key=None):
     host, _, port = url.removeprefix("http://").rstrip("/").partition(":")
     port = int(port)
     body = json.dumps(small_anthropic(True)).encode()
@@ -423,7 +430,7 @@ async def streams(url, n, pid):
     started = time.monotonic()
     tasks = []
     for i in range(n):
-        tasks.append(asyncio.create_task(open_stream(host, port, body, opened, stop)))
+        tasks.append(asyncio.create_task(open_stream(host, port, body, key, opened, stop)))
         if i % 100 == 99:
             await asyncio.sleep(0.05)
     deadline = started + 60
@@ -448,18 +455,38 @@ async def streams(url, n, pid):
 # The table
 # ---------------------------------------------------------------------------------------------
 
-ROWS = [
-    # key, label, metric, concurrency
-    ("small_c1", "small JSON, c=1, p50 latency", "p50_us", 1),
-    ("small_c1", "small JSON, c=1, p99 latency", "p99_us", 1),
-    ("small_c64", "small JSON, c=64, requests/s", "rps", 64),
-    ("large_c16", "Claude-Code-sized (~70 KB), c=16, requests/s", "rps", 16),
-    ("stream_c1", "stream 50 chunks, c=1, p50 latency", "p50_us", 1),
-    ("stream_c1", "stream 50 chunks, c=1, p99 latency", "p99_us", 1),
-    ("stream_c16", "stream 50 chunks, c=16, requests/s", "rps", 16),
-    ("stream_c16", "stream 50 chunks, c=16, p50 latency", "p50_us", 16),
-    ("cache_c64", "cache hit (small), c=64, requests/s", "rps", 64),
+# What run.sh measures in every run: (key, concurrency, targets). "direct" is nginx answering
+# by itself (the floor, and the "static answer" of the cache case), "hop" an nginx proxy_pass
+# in front of it, "ours" the example proxy in front of it.
+MEASUREMENTS = [
+    ("small_c1", 1, ("direct", "hop", "ours")),
+    ("small_c64", 64, ("direct", "hop", "ours")),
+    ("large_c16", 16, ("direct", "hop", "ours")),
+    ("stream_c16", 16, ("direct", "hop", "ours")),
+    ("cache_c64", 64, ("direct", "ours")),
 ]
+
+# The goals of issue 16, one row each: (label, key, metric, baseline target, baseline name,
+# comparison, goal). `added_p50` is a p50 minus the direct p50 of the same run's medians:
+# the latency a hop adds. The stream row's goal is absolute (microseconds), not a ratio.
+CASES = [
+    ("Claude-Code-sized request (~70 KB), c=16, req/s", "large_c16", "rps", "hop",
+     "nginx hop", ">=", 1.0),
+    ("small request, c=64, req/s", "small_c64", "rps", "hop", "nginx hop", ">=", 0.6),
+    ("small request, c=1, added p50 latency", "small_c1", "added_p50", "hop", "nginx hop",
+     "<=", 1.5),
+    ("cache hits, c=64, req/s", "cache_c64", "rps", "direct", "nginx static answer", ">=", 0.7),
+    ("streamed reply (50 chunks) p50, c=16", "stream_c16", "p50_us", "hop", "nginx hop",
+     "<=us", 2000.0),
+]
+
+
+def median(values):
+    values = sorted(values)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
 
 
 def fmt(metric, value):
@@ -467,120 +494,226 @@ def fmt(metric, value):
         return "-"
     if metric == "rps":
         return f"{value:,.0f}"
-    if value >= 1000:
+    if abs(value) >= 1000:
         return f"{value / 1000:.2f} ms"
     return f"{value:.0f} us"
 
 
-def ratio(a, b):
-    if a is None or b is None or b == 0:
-        return "-"
-    return f"{a / b:.2f}"
+def cpu_us(value):
+    return "-" if value is None else f"{value:.1f}"
 
 
-def table(path):
-    results = {}
-    extra = {}
-    notes = []
-    with open(path) as f:
-        for line in f:
+class Results:
+    """run.sh's results file: `INFO name text` lines and one line per measurement,
+    `key target run=N rps=... p50_us=... ... cpu_front_us=... cpu_upstream_us=...`."""
+
+    def __init__(self, lines):
+        self.runs = {}  # (key, target) -> {run: {field: float}}
+        self.info = []
+        for line in lines:
             parts = line.split()
             if not parts:
                 continue
             if parts[0] == "INFO":
-                extra[parts[1]] = " ".join(parts[2:])
-                notes.append((parts[1], " ".join(parts[2:])))
+                self.info.append((parts[1], " ".join(parts[2:])))
                 continue
             key, target = parts[0], parts[1]
             fields = dict(p.split("=", 1) for p in parts[2:])
-            results[(key, target)] = fields
+            run = int(fields.pop("run", "1"))
+            self.runs.setdefault((key, target), {})[run] = {
+                name: float(value) for name, value in fields.items()}
 
-    def get(key, target, metric):
-        fields = results.get((key, target))
-        if not fields or metric not in fields:
-            return None
-        return float(fields[metric])
+    def run_numbers(self):
+        return sorted({run for per_run in self.runs.values() for run in per_run})
 
-    def errors(key, target):
-        fields = results.get((key, target)) or {}
-        n = int(fields.get("non2xx", 0)) + int(fields.get("sockerr", 0))
-        return f" ({n} errors)" if n else ""
+    def value(self, key, target, metric, run=None):
+        """One run's figure, or (run=None) the median over the runs. `cpu_us` is the CPU
+        time per request of the process answering the client (the upstream nginx itself
+        for the direct target)."""
+        per_run = self.runs.get((key, target), {})
+        if run is not None:
+            per_run = {run: per_run[run]} if run in per_run else {}
+        values = []
+        for fields in per_run.values():
+            if metric == "cpu_us":
+                name = "cpu_upstream_us" if target == "direct" else "cpu_front_us"
+                if name in fields:
+                    values.append(fields[name])
+            elif metric == "added_p50":
+                direct = self.runs.get((key, "direct"), {})
+                # Paired with the same run's direct p50.
+                for r, f in per_run.items():
+                    if r in direct and "p50_us" in f:
+                        values.append(f["p50_us"] - direct[r]["p50_us"])
+                break
+            elif metric in fields:
+                values.append(fields[metric])
+        return median(values)
 
-    header = f"| {'measurement':<46} | {'direct nginx':>12} | {'nginx hop':>12} | {'proxy':>12} | ours/direct | ours/hop |"
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for key, label, metric, _ in ROWS:
-        d, h, o = (get(key, t, metric) for t in ("direct", "hop", "ours"))
-        note = errors(key, "ours") + errors(key, "direct") + errors(key, "hop")
-        print(f"| {label:<46} | {fmt(metric, d):>12} | {fmt(metric, h):>12} | {fmt(metric, o):>12} "
-              f"| {ratio(o, d):>11} | {ratio(o, h):>8} |{note}")
-    print()
-    print("direct and hop rows send the OpenAI request nginx answers (no translation); the proxy")
-    print("rows send the Anthropic request and translate it and the answer (cache row: answered")
-    print("from the proxy's cache, compared with nginx answering the same small JSON).")
+    def errors(self, key, target):
+        return sum(int(f.get("non2xx", 0) + f.get("sockerr", 0))
+                   for f in self.runs.get((key, target), {}).values())
 
-    def cpu(key, target, which):
-        fields = results.get((key, target)) or {}
-        front = float(fields.get("cpu_front_us", "nan"))
-        upstream = float(fields.get("cpu_upstream_us", "nan"))
-        return {"front": front, "upstream": upstream, "total": front + upstream}[which]
 
-    def us(value):
-        return "-" if value != value else f"{value:.1f}"
+def ratio(a, b):
+    if a is None or b is None or b <= 0:
+        return None
+    return a / b
 
-    print()
-    print("CPU time per request on the server CPU (user + system, from /proc; steadier than the")
-    print("figures above when other work shares the machine), in microseconds:")
-    header = (f"| {'measurement':<34} | {'direct':>7} | {'hop+up':>7} | {'ours+up':>7} "
-              f"| ours/hop | {'hop':>6} | {'ours':>6} | ours/hop alone |")
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    seen = set()
-    for key, label, _, _ in ROWS:
-        if key in seen:
-            continue
-        seen.add(key)
-        label = label.rsplit(",", 1)[0]
-        d = cpu(key, "direct", "upstream")
-        h, o = cpu(key, "hop", "total"), cpu(key, "ours", "total")
-        hf, of = cpu(key, "hop", "front"), cpu(key, "ours", "front")
-        print(f"| {label:<34} | {us(d):>7} | {us(h):>7} | {us(o):>7} | {ratio(o, h):>8} "
-              f"| {us(hf):>6} | {us(of):>6} | {ratio(of, hf):>14} |")
-    print()
-    for name, text in notes:
-        if name.endswith("_kb"):
+
+def verdict(comparison, goal, ours, r):
+    """(goal text, met) for one case."""
+    if comparison == "<=us":
+        return f"<= {fmt('p50_us', goal)}", ours is not None and ours <= goal
+    if comparison == ">=":
+        return f">= {goal:.1f}x", r is not None and r >= goal
+    return f"<= {goal:.1f}x", r is not None and r <= goal
+
+
+def table_lines(results):
+    """The goals table (medians of the runs), the per-run figures, every measurement."""
+    runs = results.run_numbers()
+    out = []
+    out.append(f"Issue 16 goals: medians of {len(runs)} run(s); ours/baseline from the medians;")
+    out.append("CPU = CPU time (user + system) per request of the process answering the client")
+    out.append("(the proxy, the nginx hop, or nginx itself for the static answer), in microseconds.")
+    out.append("")
+    header = (f"| {'case':<48} | {'ours':>9} | {'baseline':>9} | {'baseline is':<19} "
+              f"| ours/base | {'goal':>10} | result | CPU ours | CPU base | CPU ours/base |")
+    out.append(header)
+    out.append("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+    for label, key, metric, base, base_name, comparison, goal in CASES:
+        ours = results.value(key, "ours", metric)
+        baseline = results.value(key, base, metric)
+        r = ratio(ours, baseline)
+        goal_text, met = verdict(comparison, goal, ours, r)
+        errors = results.errors(key, "ours")
+        result = "met" if met and not errors else "MISSED"
+        note = f" ({errors} errors in ours)" if errors else ""
+        shown = "rps" if metric == "rps" else "p50_us"
+        co, cb = results.value(key, "ours", "cpu_us"), results.value(key, base, "cpu_us")
+        cr = ratio(co, cb)
+        out.append(
+            f"| {label:<48} | {fmt(shown, ours):>9} | {fmt(shown, baseline):>9} "
+            f"| {base_name:<19} | {'-' if r is None else f'{r:.2f}x':>9} | {goal_text:>10} "
+            f"| {result:<6} | {cpu_us(co):>8} | {cpu_us(cb):>8} "
+            f"| {'-' if cr is None else f'{cr:.2f}x':>13} |{note}")
+    out.append("")
+    out.append("added p50 latency = p50 through the hop (ours or nginx's) minus nginx's own p50 "
+               "in the same run.")
+    out.append("The proxy rows send the Anthropic request with the proxy key (PROXY_API_KEYS on) "
+               "and translate it")
+    out.append("and the answer; the direct and hop rows send the OpenAI request nginx answers "
+               "(no translation).")
+
+    if len(runs) > 1:
+        out.append("")
+        out.append("Per run (ours / baseline = ratio; the stream row: ours p50):")
+        header = f"| {'case':<48} | " + " | ".join(f"{'run ' + str(r):<29}" for r in runs) + " |"
+        out.append(header)
+        out.append("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+        for label, key, metric, base, _, comparison, _ in CASES:
+            cells = []
+            shown = "rps" if metric == "rps" else "p50_us"
+            for run in runs:
+                o = results.value(key, "ours", metric, run)
+                b = results.value(key, base, metric, run)
+                r = ratio(o, b)
+                if comparison == "<=us":
+                    cells.append(fmt(shown, o))
+                else:
+                    cells.append(f"{fmt(shown, o)} / {fmt(shown, b)} = "
+                                 f"{'-' if r is None else f'{r:.2f}x'}")
+            out.append(f"| {label:<48} | " + " | ".join(f"{c:<29}" for c in cells) + " |")
+
+    out.append("")
+    out.append(f"Every measurement (medians of {len(runs)} run(s)):")
+    header = (f"| {'measurement':<12} | {'target':<6} | {'req/s':>9} | {'p50':>9} | {'p99':>9} "
+              f"| CPU front | CPU upstream | errors |")
+    out.append(header)
+    out.append("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+    for key, _, targets in MEASUREMENTS:
+        for target in targets:
+            if (key, target) not in results.runs:
+                continue
+            v = {m: results.value(key, target, m)
+                 for m in ("rps", "p50_us", "p99_us", "cpu_front_us", "cpu_upstream_us")}
+            out.append(
+                f"| {key:<12} | {target:<6} | {fmt('rps', v['rps']):>9} "
+                f"| {fmt('p50_us', v['p50_us']):>9} | {fmt('p99_us', v['p99_us']):>9} "
+                f"| {cpu_us(v['cpu_front_us'] if target != 'direct' else None):>9} "
+                f"| {cpu_us(v['cpu_upstream_us']):>12} | {results.errors(key, target):>6} |")
+    out.append("")
+    for name, text in results.info:
+        if name.endswith("_kb") and text.isdigit():
             text = f"{int(text) / 1024:.1f} MiB"
             name = name[:-3]
-        print(f"{name}: {text}")
+        out.append(f"{name}: {text}")
+    return out
 
-    print()
-    print("targets:")
-    checks = []
-    d, h, o = (get("small_c1", t, "p50_us") for t in ("direct", "hop", "ours"))
-    if None not in (d, h, o):
-        added_ours, added_hop = o - d, h - d
-        checks.append((f"added p50 at c=1: ours {added_ours:.0f} us vs hop {added_hop:.0f} us "
-                       f"(<= 1.5x hop = {1.5 * added_hop:.0f} us)", added_ours <= 1.5 * added_hop))
-    for key, floor_target, want, what in [
-        ("small_c64", "hop", 0.6, "small c=64 throughput"),
-        ("large_c16", "hop", 0.7, "Claude-Code-sized c=16 throughput"),
-        ("cache_c64", "direct", 0.7, "cache-hit c=64 throughput"),
-    ]:
-        o, f = get(key, "ours", "rps"), get(key, floor_target, "rps")
-        if None not in (o, f) and f:
-            # The same ratio from CPU time: what the throughputs would be if the server CPU
-            # alone were the limit (wrk shares its CPU with whatever else runs).
-            by_cpu = cpu(key, floor_target, "total") / cpu(key, "ours", "total")
-            checks.append((f"{what}: ours/{floor_target} {o / f:.2f} (>= {want}; "
-                           f"from CPU time per request {by_cpu:.2f})", o / f >= want))
-    s = get("stream_c1", "ours", "p50_us")
-    if s is not None:
-        checks.append((f"stream p50 at c=1: {s / 1000:.2f} ms (<= 2 ms)", s <= 2000))
-    rss = extra.get("rss_idle_kb")
-    if rss:
-        checks.append((f"idle RSS: {int(rss) / 1024:.1f} MiB (<= 15 MiB)", int(rss) <= 15 * 1024))
-    for text, ok in checks:
-        print(f"  [{'met' if ok else 'MISSED'}] {text}")
+
+def table(path):
+    with open(path) as f:
+        print("\n".join(table_lines(Results(f))))
+
+
+def selftest():
+    """Checks the table's arithmetic on made-up figures (run.sh runs it before measuring)."""
+    lines = ["INFO rss_idle_kb 7680"]
+    for run, (ours_large, cache_ours, stream_ours) in enumerate(
+            [(16000, 30000, 1900), (14000, 40000, 2100), (15500, 36000, 1800)], start=1):
+        lines += [
+            f"small_c1 direct run={run} rps=20000 p50_us=50 p99_us=90 requests=100 non2xx=0 "
+            "sockerr=0 cpu_front_us=0 cpu_upstream_us=20",
+            f"small_c1 hop run={run} rps=15000 p50_us=70 p99_us=99 requests=100 non2xx=0 "
+            "sockerr=0 cpu_front_us=30 cpu_upstream_us=20",
+            f"small_c1 ours run={run} rps=12000 p50_us=85 p99_us=99 requests=100 non2xx=0 "
+            "sockerr=0 cpu_front_us=45 cpu_upstream_us=20",
+            f"small_c64 hop run={run} rps=40000 p50_us=900 p99_us=2000 requests=100 non2xx=0 "
+            "sockerr=0 cpu_front_us=20 cpu_upstream_us=10",
+            f"small_c64 ours run={run} rps=20000 p50_us=1900 p99_us=3000 requests=100 non2xx=3 "
+            "sockerr=0 cpu_front_us=40 cpu_upstream_us=10",
+            f"large_c16 hop run={run} rps=15000 p50_us=900 p99_us=2000 requests=100 non2xx=0 "
+            "sockerr=0 cpu_front_us=60 cpu_upstream_us=10",
+            f"large_c16 ours run={run} rps={ours_large} p50_us=900 p99_us=2000 requests=100 "
+            "non2xx=0 sockerr=0 cpu_front_us=50 cpu_upstream_us=10",
+            f"cache_c64 direct run={run} rps=50000 p50_us=900 p99_us=2000 requests=100 "
+            "non2xx=0 sockerr=0 cpu_front_us=0 cpu_upstream_us=18",
+            f"cache_c64 ours run={run} rps={cache_ours} p50_us=900 p99_us=2000 requests=100 "
+            "non2xx=0 sockerr=0 cpu_front_us=25 cpu_upstream_us=0",
+            f"stream_c16 hop run={run} rps=9000 p50_us=1500 p99_us=2000 requests=100 "
+            "non2xx=0 sockerr=0 cpu_front_us=60 cpu_upstream_us=10",
+            f"stream_c16 ours run={run} rps=8000 p50_us={stream_ours} p99_us=2500 requests=100 "
+            "non2xx=0 sockerr=0 cpu_front_us=80 cpu_upstream_us=10",
+        ]
+    text = "\n".join(table_lines(Results(lines)))
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| "):  # the goals table comes first
+            rows.setdefault(line.split("|")[1].strip(), [c.strip() for c in line.split("|")[2:-1]])
+
+    def check(case, want):
+        got = rows[case]
+        for index, value in want.items():
+            assert got[index] == value, f"{case}: column {index} is {got[index]!r}, not {value!r}"
+
+    # Medians: large ours 15,500 / hop 15,000 = 1.03x, met; CPU 50 vs 60.
+    check("Claude-Code-sized request (~70 KB), c=16, req/s",
+          {0: "15,500", 1: "15,000", 3: "1.03x", 4: ">= 1.0x", 5: "met", 6: "50.0", 7: "60.0",
+           8: "0.83x"})
+    # 0.5x of the hop, and errors in ours: MISSED whatever the ratio.
+    check("small request, c=64, req/s", {3: "0.50x", 4: ">= 0.6x", 5: "MISSED"})
+    # Added p50: ours 85-50 = 35 us, hop 70-50 = 20 us: 1.75x > 1.5x.
+    check("small request, c=1, added p50 latency",
+          {0: "35 us", 1: "20 us", 3: "1.75x", 4: "<= 1.5x", 5: "MISSED"})
+    # Cache: median 36,000 against nginx's 50,000 static answers = 0.72x; CPU 25 vs 18.
+    check("cache hits, c=64, req/s",
+          {0: "36,000", 1: "50,000", 3: "0.72x", 5: "met", 6: "25.0", 7: "18.0"})
+    # Stream: median p50 1.90 ms <= 2 ms although one run was over.
+    check("streamed reply (50 chunks) p50, c=16", {0: "1.90 ms", 4: "<= 2.00 ms", 5: "met"})
+    assert "rss_idle: 7.5 MiB" in text, text
+    assert "16,000 / 15,000 = 1.07x" in text, text  # the per-run figures are kept
+    print("load.py selftest: ok")
 
 
 def main(argv):
@@ -594,9 +727,11 @@ def main(argv):
     elif cmd == "drip":
         asyncio.run(drip(int(argv[2])))
     elif cmd == "streams":
-        asyncio.run(streams(argv[2], int(argv[3]), int(argv[4])))
+        asyncio.run(streams(argv[2], int(argv[3]), int(argv[4]), *argv[5:6]))
     elif cmd == "table":
         table(argv[2])
+    elif cmd == "selftest":
+        selftest()
     else:
         sys.exit(__doc__)
 

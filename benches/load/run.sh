@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # Load benchmark: the example proxy against nginx (the floor) and an nginx proxy_pass hop,
-# side by side in one run, on 127.0.0.1 only. See the README section "Performance".
+# side by side in one run, on 127.0.0.1 only, checked against the goals of issue 16. See the
+# README section "Performance".
 #
-#   bash benches/load/run.sh            # ~2.5 minutes; installs nginx and wrk when missing
+#   bash benches/load/run.sh            # ~7 minutes; installs nginx and wrk when missing
 #
 # Settings (environment):
-#   LOAD_DURATION=5s     length of each measured wrk run (each is preceded by a 1 s warm-up)
+#   LOAD_RUNS=3          rounds of every measurement; the table shows their medians
+#   LOAD_DURATION=6s     length of each measured wrk run (each is preceded by a 1 s warm-up);
+#                        one round is 14 measurements
+#   LOAD_AUTH=1          proxy keys on (PROXY_API_KEYS set, every client sends x-api-key); 0 = off
 #   LOAD_PIN=1           pin wrk to CPU 0 and the servers (nginx, proxy) to CPU 1; 0 = no pinning
 #   LOAD_STREAMS=1000    concurrent streams for the RSS measurement (0 = skip)
 #   LOAD_LOG_LEVEL=info  the proxy's log level (info = one line per request, as shipped)
 #   PROXY_BIN=path       use this proxy binary instead of building it
 set -euo pipefail
 
-DURATION=${LOAD_DURATION:-5s}
+RUNS=${LOAD_RUNS:-3}
+DURATION=${LOAD_DURATION:-6s}
+AUTH=${LOAD_AUTH:-1}
 WARMUP=1s
 PIN=${LOAD_PIN:-1}
 STREAMS=${LOAD_STREAMS:-1000}
@@ -22,6 +28,13 @@ HERE=$ROOT/benches/load
 PY=(python3 "$HERE/load.py")
 
 say() { printf '== %s\n' "$*" >&2; }
+
+[[ $RUNS =~ ^[1-9][0-9]*$ ]] || {
+    echo "run.sh: LOAD_RUNS must be a positive integer, not $RUNS" >&2
+    exit 2
+}
+# The table's arithmetic, before spending minutes measuring.
+"${PY[@]}" selftest >/dev/null
 
 # --- tools ----------------------------------------------------------------------------------
 export PATH=$PATH:/usr/sbin:/sbin
@@ -105,9 +118,17 @@ HOP_WORKER=$NGINX_WORKER
 wait_http "http://127.0.0.1:$P_JSON/"
 wait_http "http://127.0.0.1:$P_HOP_SSE/"
 
+# The key clients present to the proxy (sent to nginx too, so every row carries the same
+# headers; nginx ignores it).
+PROXY_KEY=load-bench-proxy-key
+PROXY_ENV=()
+if [[ $AUTH == 1 ]]; then
+    PROXY_ENV=(PROXY_API_KEYS=$PROXY_KEY)
+fi
+
 start_proxy() { # port upstream_port cache_enabled: sets PROXY_PID
-    LISTEN_ADDR=127.0.0.1:$1 OPENAI_BASE_URL=http://127.0.0.1:$2/v1 OPENAI_API_KEY=sk-load-bench \
-        CACHE_ENABLED=$3 LOG_LEVEL=$LOG_LEVEL \
+    env LISTEN_ADDR=127.0.0.1:$1 OPENAI_BASE_URL=http://127.0.0.1:$2/v1 OPENAI_API_KEY=sk-load-bench \
+        CACHE_ENABLED=$3 LOG_LEVEL=$LOG_LEVEL "${PROXY_ENV[@]}" \
         "${SERVER[@]}" "$PROXY_BIN" >"$TMP/proxy-$1.log" 2>&1 &
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
@@ -120,6 +141,7 @@ RESULTS=$TMP/results
 info() { echo "INFO $*" >>"$RESULTS"; }
 info load "$(uptime | sed 's/.*load average/load average/') (start)"
 info pinning "$pinning"
+info proxy_keys "$(if [[ $AUTH == 1 ]]; then echo "on (PROXY_API_KEYS set, clients send x-api-key)"; else echo off; fi)"
 
 start_proxy "$P_OURS_JSON" "$P_JSON" false
 OURS_JSON=$PROXY_PID
@@ -138,7 +160,7 @@ post() { # url body_file [curl args]
     local url=$1 body=$2
     shift 2
     curl -sS --max-time 10 -H 'content-type: application/json' \
-        -H 'anthropic-version: 2023-06-01' --data-binary "@$body" "$@" "$url"
+        -H 'anthropic-version: 2023-06-01' -H "x-api-key: $PROXY_KEY" --data-binary "@$body" "$@" "$url"
 }
 expect() { # what text: fail unless text contains what
     [[ $2 == *"$1"* ]] || {
@@ -158,6 +180,14 @@ if post "http://127.0.0.1:$P_OURS_CACHE/v1/messages" "$TMP/small-anthropic.json"
 else
     info cache_check "NO x-cache: HIT (this build has no cache layer): the cache row measures an uncached proxy"
 fi
+if [[ $AUTH == 1 ]]; then
+    code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -H 'content-type: application/json' \
+        --data-binary "@$TMP/small-anthropic.json" "http://127.0.0.1:$P_OURS_JSON/v1/messages")
+    [[ $code == 401 ]] || {
+        echo "run.sh: a request without the proxy key got $code, not 401: proxy keys are not on" >&2
+        exit 1
+    }
+fi
 
 # --- wrk ---------------------------------------------------------------------------------------
 cat >"$TMP/post.lua" <<'LUA'
@@ -167,6 +197,7 @@ wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["anthropic-version"] = "2023-06-01"
+wrk.headers["x-api-key"] = os.getenv("WRK_KEY")
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -182,12 +213,12 @@ ticks() { # pid: CPU time (user + system) so far, in clock ticks
     if [[ $1 == - ]]; then echo 0; else awk '{print $14 + $15}' "/proc/$1/stat"; fi
 }
 
-measure() { # key target concurrency url body front_pid upstream_pid
+measure() { # key target concurrency url body front_pid upstream_pid (RUN: the round)
     local key=$1 target=$2 conns=$3 url=$4 body=$5 front=$6 upstream=$7 out result
-    WRK_BODY=$body "${CLIENT[@]}" wrk -t1 -c"$conns" -d"$WARMUP" -s "$TMP/post.lua" "$url" >/dev/null
+    WRK_BODY=$body WRK_KEY=$PROXY_KEY "${CLIENT[@]}" wrk -t1 -c"$conns" -d"$WARMUP" -s "$TMP/post.lua" "$url" >/dev/null
     local f0 u0 f1 u1
     f0=$(ticks "$front") u0=$(ticks "$upstream")
-    out=$(WRK_BODY=$body "${CLIENT[@]}" wrk -t1 -c"$conns" -d"$DURATION" -s "$TMP/post.lua" "$url")
+    out=$(WRK_BODY=$body WRK_KEY=$PROXY_KEY "${CLIENT[@]}" wrk -t1 -c"$conns" -d"$DURATION" -s "$TMP/post.lua" "$url")
     f1=$(ticks "$front") u1=$(ticks "$upstream")
     result=$(grep '^RESULT ' <<<"$out" | sed 's/^RESULT //')
     # Server CPU time per request: noise from other processes on the machine shifts
@@ -195,27 +226,38 @@ measure() { # key target concurrency url body front_pid upstream_pid
     result+=$(awk -v f=$((f1 - f0)) -v u=$((u1 - u0)) -v hz="$CLK_TCK" -v r="$result" 'BEGIN {
         match(r, /requests=[0-9]+/); n = substr(r, RSTART + 9, RLENGTH - 9)
         if (n > 0) printf " cpu_front_us=%.1f cpu_upstream_us=%.1f", f * 1e6 / hz / n, u * 1e6 / hz / n }')
-    echo "$key $target $result" >>"$RESULTS"
-    say "$key $target: $result"
+    echo "$key $target run=$RUN $result" >>"$RESULTS"
+    say "run $RUN/$RUNS $key $target: $result"
 }
 
-row() { # key concurrency direct_port hop_port ours_port ours_pid openai_body anthropic_body
-    measure "$1" direct "$2" "http://127.0.0.1:$3/v1/chat/completions" "$TMP/$7" - "$UPSTREAM_WORKER"
-    measure "$1" hop "$2" "http://127.0.0.1:$4/v1/chat/completions" "$TMP/$7" "$HOP_WORKER" "$UPSTREAM_WORKER"
-    measure "$1" ours "$2" "http://127.0.0.1:$5/v1/messages" "$TMP/$8" "$6" "$UPSTREAM_WORKER"
+row() { # key concurrency targets direct_port hop_port ours_port ours_pid openai_body anthropic_body
+    local key=$1 conns=$2 targets=$3
+    if [[ $targets == *direct* ]]; then
+        measure "$key" direct "$conns" "http://127.0.0.1:$4/v1/chat/completions" "$TMP/$8" - "$UPSTREAM_WORKER"
+    fi
+    if [[ $targets == *hop* ]]; then
+        measure "$key" hop "$conns" "http://127.0.0.1:$5/v1/chat/completions" "$TMP/$8" "$HOP_WORKER" "$UPSTREAM_WORKER"
+    fi
+    measure "$key" ours "$conns" "http://127.0.0.1:$6/v1/messages" "$TMP/$9" "$7" "$UPSTREAM_WORKER"
 }
 
-say "measuring (each run $DURATION after a $WARMUP warm-up; $pinning)"
+say "measuring: $RUNS round(s), each measurement $DURATION after a $WARMUP warm-up; $pinning"
 J=("$P_JSON" "$P_HOP_JSON" "$P_OURS_JSON" "$OURS_JSON")
 S=("$P_SSE" "$P_HOP_SSE" "$P_OURS_SSE" "$OURS_SSE")
 C=("$P_JSON" "$P_HOP_JSON" "$P_OURS_CACHE" "$OURS_CACHE")
-row small_c1 1 "${J[@]}" small-openai.json small-anthropic.json
-row small_c64 64 "${J[@]}" small-openai.json small-anthropic.json
-row large_c16 16 "${J[@]}" large-openai.json large-anthropic.json
-info rss_after_load_kb "$(rss_kb "$OURS_JSON")"
-row stream_c1 1 "${S[@]}" stream-openai.json stream-anthropic.json
-row stream_c16 16 "${S[@]}" stream-openai.json stream-anthropic.json
-row cache_c64 64 "${C[@]}" small-openai.json small-anthropic.json
+# Rounds rather than one case N times in a row: a burst of other work on the machine then
+# moves one round's figures, which the medians leave out. (Keep in step with MEASUREMENTS in
+# load.py.)
+for ((RUN = 1; RUN <= RUNS; RUN++)); do
+    row small_c1 1 direct,hop "${J[@]}" small-openai.json small-anthropic.json
+    row small_c64 64 direct,hop "${J[@]}" small-openai.json small-anthropic.json
+    row large_c16 16 direct,hop "${J[@]}" large-openai.json large-anthropic.json
+    if ((RUN == 1)); then
+        info rss_after_load_kb "$(rss_kb "$OURS_JSON")"
+    fi
+    row stream_c16 16 direct,hop "${S[@]}" stream-openai.json stream-anthropic.json
+    row cache_c64 64 direct "${C[@]}" small-openai.json small-anthropic.json
+done
 
 # --- RSS at many concurrent streams -------------------------------------------------------------
 if ((STREAMS > 0)); then
@@ -227,7 +269,7 @@ if ((STREAMS > 0)); then
     wait_http "http://127.0.0.1:$P_OURS_DRIP/health"
     sleep 0.3
     before=$(rss_kb "$OURS_DRIP")
-    out=$(timeout 120 "${PY[@]}" streams "http://127.0.0.1:$P_OURS_DRIP" "$STREAMS" "$OURS_DRIP")
+    out=$(timeout 120 "${PY[@]}" streams "http://127.0.0.1:$P_OURS_DRIP" "$STREAMS" "$OURS_DRIP" "$PROXY_KEY")
     say "streams: $out"
     info rss_streams "$(sed 's/^RESULT //' <<<"$out") (idle before: ${before} kB)"
 fi

@@ -18,9 +18,7 @@ use tower::{Service, ServiceExt};
 use tower_llm_bridge::BoxError;
 use tower_llm_bridge::cache::{CallerIdentity, RedisCache};
 use tower_llm_bridge::error::ApiError;
-use tower_llm_bridge::parsed::{
-    BodyRate, ParsedBody, cache_ttl_secs, collect_limited_rate, from_slice_max_depth,
-};
+use tower_llm_bridge::parsed::{BodyRate, ParsedBody, collect_limited_rate, from_slice_max_depth};
 use tower_llm_bridge::report::ModelSlot;
 use tower_llm_bridge::route::Route;
 use tower_llm_bridge::translate::tokens::estimate_input_tokens;
@@ -301,18 +299,16 @@ fn strip_cache_ttl(bytes: &Bytes, max_json_depth: usize) -> Result<Option<Parsed
     if memchr::memmem::find(bytes, b"cache_ttl_secs").is_none() {
         return Ok(None);
     }
-    let Ok(mut json) = from_slice_max_depth::<Value>(bytes, max_json_depth) else {
+    let Ok(parsed) = ParsedBody::parse_max_depth(bytes.clone(), max_json_depth) else {
         return Ok(None);
     };
-    cache_ttl_secs(&json).map_err(ApiError::invalid_request)?;
-    match &mut json {
-        Value::Object(map) if map.contains_key("cache_ttl_secs") => {
-            // `retain` keeps the order of the other keys whatever serde_json's features.
-            map.retain(|key, _| key != "cache_ttl_secs");
-            Ok(Some(ParsedBody::from_json(json)))
-        }
-        _ => Ok(None),
+    parsed.cache_ttl_secs().map_err(ApiError::invalid_request)?;
+    if parsed.field("cache_ttl_secs").is_none() {
+        // The name was elsewhere (a prompt, a nested object): hand the parse on anyway.
+        return Ok(Some(parsed));
     }
+    // The other fields are copied as they are, in their order.
+    Ok(Some(parsed.with_field("cache_ttl_secs", None)))
 }
 
 /// `415` for a body declared as something other than JSON. A missing `content-type` is

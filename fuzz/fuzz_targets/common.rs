@@ -18,7 +18,7 @@ use tower_llm_bridge::translate::responses::stream::ResponsesStreamTranslator;
 use tower_llm_bridge::translate::stream::{StreamConfig, StreamStatus, StreamTranslator};
 use tower_llm_bridge::translate::tokens::estimate_input_tokens;
 use tower_llm_bridge::translate::{
-    MaxTokensCaps, ModelMap, ReasoningModels, TranslateOptions, translate_request,
+    MaxTokensCaps, ModelMap, ReasoningModels, TranslateOptions, translate_parsed,
 };
 
 /// A fuzz target's body: takes the raw input, panics on a broken invariant.
@@ -68,14 +68,14 @@ fn option_sets() -> [TranslateOptions; 2] {
     [plain, custom]
 }
 
-/// `ParsedBody::parse` then `translate_request` (two option sets) and `estimate_input_tokens`.
+/// `ParsedBody::parse` then `translate_parsed` (two option sets) and `estimate_input_tokens`.
 pub fn request(data: &[u8]) {
     let Ok(parsed) = ParsedBody::parse(Bytes::copy_from_slice(data)) else {
         return; // Not JSON: the service answers 400 before translating (tested elsewhere).
     };
-    let json = parsed.json();
+    let json = &parsed.to_value();
     for options in option_sets() {
-        match translate_request(json, &options) {
+        match translate_parsed(&parsed, &options) {
             Ok(translated) => check_translated(json, &translated),
             Err(err) => check_client_error(&err, StatusCode::BAD_REQUEST),
         }

@@ -1,4 +1,5 @@
 use std::any::Any;
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
@@ -9,7 +10,6 @@ use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, request};
 use http_body::Body;
 use http_body_util::{Either, Full};
-use serde_json::Value;
 use tower_service::Service;
 
 use super::body::{Recorder, ResponseBody, store};
@@ -20,7 +20,6 @@ use super::inflight::{Join, Joined, LeaderGuard};
 use super::layer::{Config, ResponseCacheLayer};
 use super::{
     CacheBackend, CacheEntry, CacheNamespace, CacheScope, CallerIdentity, cache_key_for_request,
-    parse_cache_ttl,
 };
 use crate::BoxError;
 use crate::error::ApiError;
@@ -163,7 +162,7 @@ where
         Err(err) => return Ok(error_response(ns, err.into())),
     };
     let parsed = match ParsedBody::parse_max_depth(bytes, config.max_json_depth) {
-        Ok(parsed) if parsed.json().is_object() => parsed,
+        Ok(parsed) if parsed.is_object() => parsed,
         Ok(_) => {
             let err = ApiError::invalid_request("request body must be a JSON object");
             return Ok(error_response(ns, err));
@@ -174,14 +173,14 @@ where
         }
     };
     // For an outer metrics layer: a hit never reaches the layers that would say the model.
-    crate::report::ModelSlot::note_request(&parts.extensions, parsed.json());
-    let ttl = match parse_cache_ttl(parsed.json()) {
+    crate::report::ModelSlot::note_parsed(&parts.extensions, &parsed);
+    let ttl = match parsed.cache_ttl_secs() {
         Ok(ttl) => ttl,
         Err(message) => return Ok(error_response(ns, ApiError::invalid_request(message))),
     };
 
     let directives = Directives::from_headers(&parts.headers);
-    let streaming = parsed.json().get("stream").and_then(Value::as_bool) == Some(true);
+    let streaming = parsed.bool_field("stream") == Some(true);
     // A streamed request is cached through its namespace's codec (when streams are on).
     let codec = if streaming {
         config.codec(ns).cloned()
@@ -202,14 +201,14 @@ where
             backend_name: &config.backend_name,
             auth_identity: identity.as_str(),
         };
-        let json = parsed.json();
+        // The key is still computed from a tree here (a second parse of the bytes).
+        let json = parsed.to_value();
         Some(Plan {
-            key: cache_key_for_request(json, ns, &scope),
-            model: json
-                .get("model")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned(),
+            key: cache_key_for_request(&json, ns, &scope),
+            model: parsed
+                .str_field("model")
+                .map(Cow::into_owned)
+                .unwrap_or_default(),
             ttl_secs: ttl.unwrap_or(config.default_ttl_secs),
         })
     };
@@ -231,7 +230,7 @@ where
             match config.inflight.join(&plan.key) {
                 Join::Leader(mut leader) => {
                     if let Some(entry) = config.backend.get(&plan.key).await
-                        && let Some(res) = answer(&plan.key, &entry, codec, parsed.json())
+                        && let Some(res) = answer(&plan.key, &entry, codec, &parsed)
                     {
                         leader.publish(entry);
                         return Ok(res);
@@ -241,7 +240,7 @@ where
                 Join::Follower(follower) if streaming => {
                     match follower.wait_stream(config.coalesce_wait).await {
                         Some(Joined::Entry(entry)) => {
-                            if let Some(res) = answer(&plan.key, &entry, codec, parsed.json()) {
+                            if let Some(res) = answer(&plan.key, &entry, codec, &parsed) {
                                 return Ok(res);
                             }
                         }
@@ -256,7 +255,7 @@ where
                 }
                 Join::Follower(follower) => {
                     if let Some(entry) = follower.wait(config.coalesce_wait).await
-                        && let Some(res) = answer(&plan.key, &entry, None, parsed.json())
+                        && let Some(res) = answer(&plan.key, &entry, None, &parsed)
                     {
                         return Ok(res);
                     }
@@ -264,7 +263,7 @@ where
                 }
             }
         } else if let Some(entry) = config.backend.get(&plan.key).await
-            && let Some(res) = answer(&plan.key, &entry, codec, parsed.json())
+            && let Some(res) = answer(&plan.key, &entry, codec, &parsed)
         {
             return Ok(res);
         }
@@ -397,12 +396,13 @@ fn answer<ResBody, B>(
     key: &str,
     entry: &CacheEntry,
     codec: Option<&dyn StreamCodec>,
-    request: &Value,
+    request: &ParsedBody,
 ) -> Option<Response<ResponseBody<ResBody, B>>> {
     let Some(codec) = codec else {
         return Some(hit(key, entry.clone()));
     };
-    let stream = match codec.render_stream(&entry.response_body, request) {
+    // The codec API takes the request as a tree: built for a streamed hit only.
+    let stream = match codec.render_stream(&entry.response_body, &request.to_value()) {
         Ok(stream) => stream,
         Err(err) => {
             tracing::debug!(%key, error = %err, "cached entry cannot serve this stream; miss");
@@ -450,18 +450,13 @@ fn forward<ReqBody>(
     Request::from_parts(parts, Either::Left(Full::new(bytes)))
 }
 
-/// Removes `cache_ttl_secs`, which is ours and never goes upstream. Re-serializes only when
-/// the field was there.
+/// Removes `cache_ttl_secs`, which is ours and never goes upstream. Copies the bytes (the
+/// other fields as they are, in their order) only when the field was there.
 fn without_cache_ttl(parsed: ParsedBody) -> ParsedBody {
-    if parsed.json().get("cache_ttl_secs").is_none() {
+    if parsed.field("cache_ttl_secs").is_none() {
         return parsed;
     }
-    let (_, mut json) = parsed.into_parts();
-    if let Value::Object(map) = &mut json {
-        // `retain` keeps the order of the other fields, with or without `preserve_order`.
-        map.retain(|key, _| key != "cache_ttl_secs");
-    }
-    ParsedBody::from_json(json)
+    parsed.with_field("cache_ttl_secs", None)
 }
 
 fn is_cacheable<ResBody: Body>(
@@ -606,9 +601,8 @@ mod tests {
         let stripped = without_cache_ttl(parsed);
         let text = std::str::from_utf8(stripped.bytes()).expect("utf8");
         assert!(!text.starts_with(r#"{"cache_ttl_secs""#));
-        assert_eq!(stripped.json().get("cache_ttl_secs"), None);
-        assert_eq!(stripped.json()["a"]["cache_ttl_secs"], 1);
-        #[cfg(feature = "serde-json-preserve-order")]
+        assert_eq!(stripped.field("cache_ttl_secs"), None);
+        assert_eq!(stripped.to_value()["a"]["cache_ttl_secs"], 1);
         assert_eq!(text, r#"{"z":1,"a":{"cache_ttl_secs":1},"m":2}"#);
 
         // Untouched when absent: same bytes, no re-serialization.

@@ -1,8 +1,9 @@
 //! Sans-IO: put the client's model name back into an Anthropic answer.
 
 use bytes::{Bytes, BytesMut};
-use serde::ser::{SerializeMap, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::parsed::ParsedBody;
 
 /// How much of a stream is held while looking for `message_start` (it is the first event of
 /// an Anthropic stream and a few hundred bytes long); past this the stream goes on untouched.
@@ -144,29 +145,16 @@ pub(crate) fn rewrite_message(bytes: &Bytes, client_model: &str) -> Bytes {
 }
 
 /// The request body for the upstream: `request` with `model` replaced and `cache_ttl_secs`
-/// (the cache's, never the upstream's) left out, serialized from the borrowed tree without
-/// copying it.
-pub(crate) fn upstream_request(request: &Map<String, Value>, model: &str) -> Option<Bytes> {
-    struct Rewritten<'a> {
-        request: &'a Map<String, Value>,
-        model: &'a str,
+/// (the cache's, never the upstream's) left out. The other fields are copied byte for byte,
+/// and a body that needs neither change is sent as it came, without a copy.
+pub(crate) fn upstream_request(request: &ParsedBody, model: &str) -> Option<Bytes> {
+    let model = serde_json::to_string(model).ok()?;
+    if request.field("cache_ttl_secs").is_none() && request.field("model") == Some(model.as_bytes())
+    {
+        return Some(request.bytes().clone());
     }
-    impl serde::Serialize for Rewritten<'_> {
-        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            let mut map = serializer.serialize_map(None)?;
-            for (key, value) in self.request {
-                match key.as_str() {
-                    "cache_ttl_secs" => {}
-                    "model" => map.serialize_entry(key, self.model)?,
-                    _ => map.serialize_entry(key, value)?,
-                }
-            }
-            map.end()
-        }
-    }
-    serde_json::to_vec(&Rewritten { request, model })
-        .ok()
-        .map(Bytes::from)
+    let edited = request.with_fields(&[("cache_ttl_secs", None), ("model", Some(&model))]);
+    Some(edited.bytes().clone())
 }
 
 #[cfg(test)]
@@ -232,17 +220,21 @@ event: ping\r\ndata: {\"type\": \"ping\"}\r\n\r\n";
 
     #[test]
     fn request_rewrite_swaps_the_model_and_drops_the_cache_ttl() {
-        let json: Value = serde_json::from_str(
-            r#"{"model":"claude-haiku-4-5","max_tokens":5,"cache_ttl_secs":60,"messages":[]}"#,
-        )
+        let request = ParsedBody::parse(Bytes::from_static(
+            br#"{"model":"claude-haiku-4-5","max_tokens":5,"cache_ttl_secs":60,"messages":[]}"#,
+        ))
         .expect("json");
-        let out =
-            upstream_request(json.as_object().expect("object"), "claude-3-5-haiku").expect("bytes");
-        let out: Value = serde_json::from_slice(&out).expect("json");
+        let out = upstream_request(&request, "claude-3-5-haiku").expect("bytes");
         assert_eq!(
-            out,
-            serde_json::json!({"model":"claude-3-5-haiku","max_tokens":5,"messages":[]})
+            &out[..],
+            br#"{"model":"claude-3-5-haiku","max_tokens":5,"messages":[]}"#
         );
+        // Nothing to change: the bytes as they came (spacing included), not a copy.
+        let raw = Bytes::from_static(br#"{ "model" : "m", "messages": [] }"#);
+        let request = ParsedBody::parse(raw.clone()).expect("json");
+        let out = upstream_request(&request, "m").expect("bytes");
+        assert_eq!(out, raw);
+        assert_eq!(out.as_ptr(), raw.as_ptr());
     }
 
     #[test]

@@ -7,7 +7,6 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response};
 use http_body::Body;
 use http_body_util::{Either, Full};
-use serde_json::Value;
 use tower_service::Service;
 
 use super::body::PassthroughBody;
@@ -16,9 +15,7 @@ use super::layer::Config;
 use super::rewrite::{ModelRewriter, rewrite_message, upstream_request};
 use crate::BoxError;
 use crate::error::ApiError;
-use crate::parsed::{
-    CollectError, ParsedBody, cache_ttl_secs, collect_limited, collect_limited_idle,
-};
+use crate::parsed::{CollectError, ParsedBody, collect_limited, collect_limited_idle};
 use crate::report::{ModelSlot, UpstreamAttempts};
 
 /// Middleware that sends `POST /v1/messages` to an Anthropic-speaking service with the model
@@ -108,32 +105,32 @@ where
             Err(err) => return Ok(refusal(err)),
         },
     };
-    let Some(request) = parsed.json().as_object() else {
+    if !parsed.is_object() {
         return Ok(refusal(ApiError::invalid_request(
             "request body must be a JSON object",
         )));
-    };
-    let Some(client_model) = request.get("model").and_then(Value::as_str) else {
+    }
+    let Some(client_model) = parsed.str_field("model") else {
         return Ok(refusal(ApiError::invalid_request("model: Field required")));
     };
     // The cache's setting: validated here too, so an invalid value is the same 400 with or
     // without a cache in front (and it never goes upstream: see `upstream_request`).
-    if let Err(message) = cache_ttl_secs(parsed.json()) {
+    if let Err(message) = parsed.cache_ttl_secs() {
         return Ok(refusal(ApiError::invalid_request(message)));
     }
-    let upstream_model = config.model_map.map(client_model);
+    let upstream_model = config.model_map.map(&client_model);
     // For an outer metrics layer's model labels.
     if let Some(slot) = parts.extensions.get::<ModelSlot>() {
-        slot.set_requested(client_model);
+        slot.set_requested(&client_model);
         slot.set_served(upstream_model);
     }
-    let Some(bytes) = upstream_request(request, upstream_model) else {
+    let Some(bytes) = upstream_request(&parsed, upstream_model) else {
         return Ok(refusal(ApiError::invalid_request(
             "request body cannot be re-encoded",
         )));
     };
     tracing::debug!(%client_model, %upstream_model, "/v1/messages passed through");
-    let client_model = client_model.to_owned();
+    let client_model = client_model.into_owned();
     drop(parsed);
     prepare_upstream_headers(&mut parts.headers, bytes.len(), &config.version);
     let res = inner

@@ -7,7 +7,6 @@ use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::Full;
-use serde_json::Value;
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -319,13 +318,13 @@ where
             )));
         };
         // For an outer metrics layer's model label (a no-op when a layer further out did it).
-        crate::report::ModelSlot::note_request(&parts.extensions, parsed.json());
-        let Some(model) = parsed.json().get("model").and_then(Value::as_str) else {
+        crate::report::ModelSlot::note_parsed(&parts.extensions, parsed);
+        let Some(model) = parsed.str_field("model") else {
             return Ok(local_error(ApiError::invalid_request(
                 "model: Field required (a string)",
             )));
         };
-        match table.order(model, &targets) {
+        match table.order(&model, &targets) {
             Some(order) if !order.is_empty() => order,
             _ => {
                 return Ok(local_error(ApiError::new(

@@ -105,6 +105,7 @@ pub mod tokens;
 mod tool_args;
 mod upstream_error;
 mod validate;
+mod view;
 
 // The chat wire's modules at their historical paths.
 pub use chat::{models, request, response, stream};
@@ -117,7 +118,7 @@ pub use layer::{
     AnthropicToOpenAiLayer, AnthropicToResponsesLayer, DEFAULT_BODY_LIMIT, DEFAULT_RESPONSE_LIMIT,
     InvalidUpstreamPath,
 };
-pub use request::{TranslatedRequest, translate_request};
+pub use request::{TranslatedRequest, translate_parsed, translate_request};
 pub use service::{
     AnthropicToOpenAi, AnthropicToResponses, DEGRADED_HEADER, remove_client_credentials,
 };

@@ -20,9 +20,7 @@ use super::{chat, responses};
 use crate::BoxError;
 use crate::error::ApiError;
 use crate::ids::new_id;
-use crate::parsed::{
-    CollectError, ParsedBody, cache_ttl_secs, collect_limited, collect_limited_idle,
-};
+use crate::parsed::{CollectError, ParsedBody, collect_limited, collect_limited_idle};
 use crate::report::{ModelSlot, UpstreamAttempts, UsageSlot};
 
 /// The response header listing what a translation could not carry over.
@@ -185,12 +183,12 @@ where
     };
     // The cache's per-request setting: checked the same whether or not a cache is in front
     // (the translated request never carries it upstream).
-    if let Err(message) = cache_ttl_secs(parsed.json()) {
+    if let Err(message) = parsed.cache_ttl_secs() {
         return Ok(refusal(ApiError::invalid_request(message)));
     }
     let translated = match config.wire {
-        Wire::Chat => chat::request::translate_request(parsed.json(), &config.options),
-        Wire::Responses => responses::request::translate_request(parsed.json(), &config.options),
+        Wire::Chat => chat::request::translate_parsed(&parsed, &config.options),
+        Wire::Responses => responses::request::translate_parsed(&parsed, &config.options),
     };
     let translated = match translated {
         Ok(translated) => translated,

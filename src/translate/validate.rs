@@ -9,24 +9,20 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Number;
+use serde_json::value::RawValue;
 
 use super::anthropic::{MESSAGE_BLOCK_TYPES, TOOL_RESULT_BLOCK_TYPES};
 use super::degraded::Degradations;
+pub(crate) use super::view::CompactJson;
+use super::view::{Node, Object};
 use crate::error::ApiError;
 
 /// The largest `max_tokens` accepted; larger values are a client bug, not a request.
 pub const MAX_TOKENS_LIMIT: u64 = 1_000_000;
 
-/// The request must be a JSON object.
-pub(crate) fn request_fields(request: &Value) -> Result<&Map<String, Value>, ApiError> {
-    request
-        .as_object()
-        .ok_or_else(|| ApiError::invalid_request("request body must be a JSON object"))
-}
-
 /// `model`: a non-empty string.
-pub(crate) fn model(request: &Value) -> Result<&str, ApiError> {
+pub(crate) fn model<'a>(request: &'a Object<'a>) -> Result<&'a str, ApiError> {
     let model = field_str(request, "model")?;
     if model.is_empty() {
         return Err(invalid("model", "must not be empty"));
@@ -35,9 +31,9 @@ pub(crate) fn model(request: &Value) -> Result<&str, ApiError> {
 }
 
 /// `max_tokens`: required, an integer from 1 to [`MAX_TOKENS_LIMIT`].
-pub(crate) fn max_tokens(fields: &Map<String, Value>) -> Result<u64, ApiError> {
+pub(crate) fn max_tokens(fields: &Object<'_>) -> Result<u64, ApiError> {
     match fields.get("max_tokens") {
-        None | Some(Value::Null) => Err(invalid("max_tokens", "field required")),
+        None | Some(Node::Null) => Err(invalid("max_tokens", "field required")),
         Some(value) => match value.as_u64() {
             Some(n) if (1..=MAX_TOKENS_LIMIT).contains(&n) => Ok(n),
             Some(_) | None if value.is_number() => Err(invalid(
@@ -50,10 +46,10 @@ pub(crate) fn max_tokens(fields: &Map<String, Value>) -> Result<u64, ApiError> {
 }
 
 /// `messages`: a non-empty array.
-pub(crate) fn history(fields: &Map<String, Value>) -> Result<&[Value], ApiError> {
+pub(crate) fn history<'a>(fields: &'a Object<'a>) -> Result<&'a [Node<'a>], ApiError> {
     let history = match fields.get("messages") {
-        None | Some(Value::Null) => return Err(invalid("messages", "field required")),
-        Some(Value::Array(history)) => history,
+        None | Some(Node::Null) => return Err(invalid("messages", "field required")),
+        Some(Node::Array(history)) => history,
         Some(_) => return Err(invalid("messages", "must be an array")),
     };
     if history.is_empty() {
@@ -64,21 +60,21 @@ pub(crate) fn history(fields: &Map<String, Value>) -> Result<&[Value], ApiError>
 
 /// One message: its role and its content (a string or an array of blocks).
 pub(crate) fn message<'a>(
-    message: &'a Value,
+    message: &'a Node<'a>,
     path: &Path<'_>,
-) -> Result<(&'a str, &'a Value), ApiError> {
+) -> Result<(&'a str, &'a Node<'a>), ApiError> {
     let Some(fields) = message.as_object() else {
         return Err(invalid(path, "must be an object"));
     };
     let role = match fields.get("role") {
-        Some(Value::String(role)) => role.as_str(),
-        None | Some(Value::Null) => return Err(invalid(path.field("role"), "field required")),
+        Some(Node::Str(role)) => &**role,
+        None | Some(Node::Null) => return Err(invalid(path.field("role"), "field required")),
         Some(_) => return Err(invalid(path.field("role"), "must be a string")),
     };
     let content_path = path.field("content");
     match fields.get("content") {
-        None | Some(Value::Null) => Err(invalid(content_path, "field required")),
-        Some(content @ (Value::String(_) | Value::Array(_))) => Ok((role, content)),
+        None | Some(Node::Null) => Err(invalid(content_path, "field required")),
+        Some(content @ (Node::Str(_) | Node::Array(_))) => Ok((role, content)),
         Some(_) => Err(invalid(
             content_path,
             "must be a string or an array of content blocks",
@@ -87,13 +83,10 @@ pub(crate) fn message<'a>(
 }
 
 /// `top_k`: validated, then dropped (no OpenAI wire has it).
-pub(crate) fn top_k(
-    fields: &Map<String, Value>,
-    degraded: &mut Degradations,
-) -> Result<(), ApiError> {
+pub(crate) fn top_k(fields: &Object<'_>, degraded: &mut Degradations) -> Result<(), ApiError> {
     match fields.get("top_k") {
-        None | Some(Value::Null) => Ok(()),
-        Some(value) if value.is_u64() => {
+        None | Some(Node::Null) => Ok(()),
+        Some(value) if value.as_u64().is_some() => {
             degraded.add("top_k");
             Ok(())
         }
@@ -102,10 +95,10 @@ pub(crate) fn top_k(
 }
 
 /// `stop_sequences`: every requested string, in order.
-pub(crate) fn stop_sequences(fields: &Map<String, Value>) -> Result<Vec<&str>, ApiError> {
+pub(crate) fn stop_sequences<'a>(fields: &'a Object<'a>) -> Result<Vec<&'a str>, ApiError> {
     match fields.get("stop_sequences") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items
+        None | Some(Node::Null) => Ok(Vec::new()),
+        Some(Node::Array(items)) => items
             .iter()
             .enumerate()
             .map(|(i, item)| {
@@ -119,21 +112,21 @@ pub(crate) fn stop_sequences(fields: &Map<String, Value>) -> Result<Vec<&str>, A
 }
 
 /// `stream`: whether the client asked for a stream.
-pub(crate) fn stream(fields: &Map<String, Value>) -> Result<bool, ApiError> {
+pub(crate) fn stream(fields: &Object<'_>) -> Result<bool, ApiError> {
     match fields.get("stream") {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(stream)) => Ok(*stream),
+        None | Some(Node::Null) => Ok(false),
+        Some(Node::Bool(stream)) => Ok(*stream),
         Some(_) => Err(invalid("stream", "must be a boolean")),
     }
 }
 
 /// `metadata.user_id`, the end user OpenAI may use for abuse detection.
-pub(crate) fn user_id(fields: &Map<String, Value>) -> Result<Option<&str>, ApiError> {
+pub(crate) fn user_id<'a>(fields: &'a Object<'a>) -> Result<Option<&'a str>, ApiError> {
     match fields.get("metadata") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(metadata)) => match metadata.get("user_id") {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(user)) => Ok(Some(user.as_str())),
+        None | Some(Node::Null) => Ok(None),
+        Some(Node::Object(metadata)) => match metadata.get("user_id") {
+            None | Some(Node::Null) => Ok(None),
+            Some(Node::Str(user)) => Ok(Some(&**user)),
             Some(_) => Err(invalid("metadata.user_id", "must be a string")),
         },
         Some(_) => Err(invalid("metadata", "must be an object")),
@@ -144,19 +137,21 @@ pub(crate) fn user_id(fields: &Map<String, Value>) -> Result<Option<&str>, ApiEr
 pub(crate) struct ToolDef<'a> {
     pub(crate) name: &'a str,
     pub(crate) description: Option<&'a str>,
-    pub(crate) parameters: &'a Value,
+    pub(crate) parameters: &'a RawValue,
 }
 
 /// `tools`: the client (custom) tools; server tools are dropped with the `server_tool` tag.
 pub(crate) fn tools<'a>(
-    value: Option<&'a Value>,
+    value: Option<&'a Node<'a>>,
     degraded: &mut Degradations,
 ) -> Result<Vec<ToolDef<'a>>, ApiError> {
-    static EMPTY_SCHEMA: std::sync::LazyLock<Value> =
-        std::sync::LazyLock::new(|| serde_json::json!({"type": "object", "properties": {}}));
+    static EMPTY_SCHEMA: std::sync::LazyLock<Box<RawValue>> = std::sync::LazyLock::new(|| {
+        RawValue::from_string(r#"{"type":"object","properties":{}}"#.to_owned())
+            .unwrap_or_else(|_| unreachable!("valid JSON"))
+    });
     let items = match value {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
+        None | Some(Node::Null) => return Ok(Vec::new()),
+        Some(Node::Array(items)) => items,
         Some(_) => return Err(invalid("tools", "must be an array")),
     };
     let mut tools = Vec::with_capacity(items.len());
@@ -167,9 +162,9 @@ pub(crate) fn tools<'a>(
             return Err(invalid(path, "must be an object"));
         };
         match tool.get("type") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(kind)) if kind == "custom" => {}
-            Some(Value::String(_)) => {
+            None | Some(Node::Null) => {}
+            Some(Node::Str(kind)) if kind == "custom" => {}
+            Some(Node::Str(_)) => {
                 // Server tools (web search, bash, text editor, computer use, …) run at
                 // Anthropic; an OpenAI backend has no equivalent.
                 degraded.add("server_tool");
@@ -178,20 +173,23 @@ pub(crate) fn tools<'a>(
             Some(_) => return Err(invalid(path.field("type"), "must be a string")),
         }
         let name = match tool.get("name") {
-            Some(Value::String(name)) if !name.is_empty() => name.as_str(),
-            Some(Value::String(_)) => return Err(invalid(path.field("name"), "must not be empty")),
-            None | Some(Value::Null) => return Err(invalid(path.field("name"), "field required")),
+            Some(Node::Str(name)) if !name.is_empty() => &**name,
+            Some(Node::Str(_)) => return Err(invalid(path.field("name"), "must not be empty")),
+            None | Some(Node::Null) => return Err(invalid(path.field("name"), "field required")),
             Some(_) => return Err(invalid(path.field("name"), "must be a string")),
         };
         let description = match tool.get("description") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(text)) => Some(text.as_str()),
+            None | Some(Node::Null) => None,
+            Some(Node::Str(text)) => Some(&**text),
             Some(_) => return Err(invalid(path.field("description"), "must be a string")),
         };
         let parameters = match tool.get("input_schema") {
-            None | Some(Value::Null) => &*EMPTY_SCHEMA,
-            Some(schema @ Value::Object(_)) => schema,
-            Some(_) => return Err(invalid(path.field("input_schema"), "must be an object")),
+            None => &**EMPTY_SCHEMA,
+            Some(schema) if schema.is_null() => &**EMPTY_SCHEMA,
+            Some(schema) => match schema.raw_object() {
+                Some(schema) => schema,
+                None => return Err(invalid(path.field("input_schema"), "must be an object")),
+            },
         };
         tools.push(ToolDef {
             name,
@@ -213,17 +211,17 @@ pub(crate) enum ToolChoice<'a> {
 
 /// `tool_choice` and whether parallel tool use is disabled (`Some(false)` then); both `None`
 /// when the request has no tools, since OpenAI rejects them without tools.
-pub(crate) fn tool_choice(
-    value: Option<&Value>,
+pub(crate) fn tool_choice<'a>(
+    value: Option<&'a Node<'a>>,
     has_tools: bool,
-) -> Result<(Option<ToolChoice<'_>>, Option<bool>), ApiError> {
+) -> Result<(Option<ToolChoice<'a>>, Option<bool>), ApiError> {
     let choice = match value {
-        None | Some(Value::Null) => return Ok((None, None)),
-        Some(Value::Object(choice)) => choice,
+        None | Some(Node::Null) => return Ok((None, None)),
+        Some(Node::Object(choice)) => choice,
         Some(_) => return Err(invalid("tool_choice", "must be an object")),
     };
     let kind = match choice.get("type") {
-        Some(Value::String(kind)) => kind.as_str(),
+        Some(Node::Str(kind)) => &**kind,
         None => return Err(invalid("tool_choice.type", "field required")),
         Some(_) => return Err(invalid("tool_choice.type", "must be a string")),
     };
@@ -232,8 +230,8 @@ pub(crate) fn tool_choice(
         "any" => ToolChoice::Any,
         "none" => ToolChoice::None,
         "tool" => match choice.get("name") {
-            Some(Value::String(name)) => ToolChoice::Tool(name),
-            None | Some(Value::Null) => return Err(invalid("tool_choice.name", "field required")),
+            Some(Node::Str(name)) => ToolChoice::Tool(name),
+            None | Some(Node::Null) => return Err(invalid("tool_choice.name", "field required")),
             Some(_) => return Err(invalid("tool_choice.name", "must be a string")),
         },
         _ => {
@@ -244,8 +242,8 @@ pub(crate) fn tool_choice(
         }
     };
     let parallel = match choice.get("disable_parallel_tool_use") {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(disable)) => disable.then_some(false),
+        None | Some(Node::Null) => None,
+        Some(Node::Bool(disable)) => disable.then_some(false),
         Some(_) => {
             return Err(invalid(
                 "tool_choice.disable_parallel_tool_use",
@@ -264,41 +262,32 @@ pub(crate) struct ToolUse<'a> {
     pub(crate) id: &'a str,
     pub(crate) name: &'a str,
     /// `None` when the block has no input (sent as `{}`).
-    pub(crate) input: Option<&'a Value>,
+    pub(crate) input: Option<&'a RawValue>,
 }
 
 pub(crate) fn tool_use<'a>(
-    block: &'a Map<String, Value>,
+    block: &'a Object<'a>,
     path: &Path<'_>,
 ) -> Result<ToolUse<'a>, ApiError> {
     let id = match block.get("id") {
-        Some(Value::String(id)) => id.as_str(),
-        None | Some(Value::Null) => return Err(invalid(path.field("id"), "field required")),
+        Some(Node::Str(id)) => &**id,
+        None | Some(Node::Null) => return Err(invalid(path.field("id"), "field required")),
         Some(_) => return Err(invalid(path.field("id"), "must be a string")),
     };
     let name = match block.get("name") {
-        Some(Value::String(name)) => name.as_str(),
-        None | Some(Value::Null) => return Err(invalid(path.field("name"), "field required")),
+        Some(Node::Str(name)) => &**name,
+        None | Some(Node::Null) => return Err(invalid(path.field("name"), "field required")),
         Some(_) => return Err(invalid(path.field("name"), "must be a string")),
     };
     let input = match block.get("input") {
-        None | Some(Value::Null) => None,
-        Some(input @ Value::Object(_)) => Some(input),
-        Some(_) => return Err(invalid(path.field("input"), "must be an object")),
+        None => None,
+        Some(input) if input.is_null() => None,
+        Some(input) => match input.raw_object() {
+            Some(input) => Some(input),
+            None => return Err(invalid(path.field("input"), "must be an object")),
+        },
     };
     Ok(ToolUse { id, name, input })
-}
-
-/// A JSON value written as a string holding its compact serialization (`{}` for `None`).
-pub(crate) struct CompactJson<'a>(pub(crate) Option<&'a Value>);
-
-impl Serialize for CompactJson<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Some(value) => serializer.collect_str(value),
-            None => serializer.serialize_str("{}"),
-        }
-    }
 }
 
 /// The parts of a `tool_result` block every wire reads.
@@ -306,28 +295,28 @@ pub(crate) struct ToolResult<'a> {
     pub(crate) tool_use_id: &'a str,
     pub(crate) is_error: bool,
     /// `None`, a string or an array of blocks (checked).
-    pub(crate) content: Option<&'a Value>,
+    pub(crate) content: Option<&'a Node<'a>>,
 }
 
 pub(crate) fn tool_result<'a>(
-    block: &'a Map<String, Value>,
+    block: &'a Object<'a>,
     path: &Path<'_>,
 ) -> Result<ToolResult<'a>, ApiError> {
     let tool_use_id = match block.get("tool_use_id") {
-        Some(Value::String(id)) => id.as_str(),
-        None | Some(Value::Null) => {
+        Some(Node::Str(id)) => &**id,
+        None | Some(Node::Null) => {
             return Err(invalid(path.field("tool_use_id"), "field required"));
         }
         Some(_) => return Err(invalid(path.field("tool_use_id"), "must be a string")),
     };
     let is_error = match block.get("is_error") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(is_error)) => *is_error,
+        None | Some(Node::Null) => false,
+        Some(Node::Bool(is_error)) => *is_error,
         Some(_) => return Err(invalid(path.field("is_error"), "must be a boolean")),
     };
     let content = match block.get("content") {
-        None | Some(Value::Null) => None,
-        Some(content @ (Value::String(_) | Value::Array(_))) => Some(content),
+        None | Some(Node::Null) => None,
+        Some(content @ (Node::Str(_) | Node::Array(_))) => Some(content),
         Some(_) => {
             return Err(invalid(
                 path.field("content"),
@@ -362,18 +351,18 @@ impl Serialize for ImageSource<'_> {
 
 /// An image block's source; `None` for a source kind no OpenAI wire can take (a file id).
 pub(crate) fn image<'a>(
-    block: &'a Map<String, Value>,
+    block: &'a Object<'a>,
     path: &Path<'_>,
 ) -> Result<Option<ImageSource<'a>>, ApiError> {
     let source_path = path.field("source");
     let source = match block.get("source") {
-        Some(Value::Object(source)) => source,
-        None | Some(Value::Null) => return Err(invalid(source_path, "field required")),
+        Some(Node::Object(source)) => source,
+        None | Some(Node::Null) => return Err(invalid(source_path, "field required")),
         Some(_) => return Err(invalid(source_path, "must be an object")),
     };
     let string = |name: &'static str| match source.get(name) {
-        Some(Value::String(value)) => Ok(value.as_str()),
-        None | Some(Value::Null) => Err(invalid(source_path.field(name), "field required")),
+        Some(Node::Str(value)) => Ok(&**value),
+        None | Some(Node::Null) => Err(invalid(source_path.field(name), "field required")),
         Some(_) => Err(invalid(source_path.field(name), "must be a string")),
     };
     Ok(match string("type")? {
@@ -388,32 +377,32 @@ pub(crate) fn image<'a>(
 
 /// `temperature` / `top_p`: numbers from 0 to 1, dropped for reasoning models.
 pub(crate) fn sampling_param<'a>(
-    fields: &'a Map<String, Value>,
+    fields: &'a Object<'a>,
     name: &'static str,
     reasoning: bool,
-) -> Result<Option<&'a Value>, ApiError> {
+) -> Result<Option<&'a Number>, ApiError> {
     match fields.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => match value.as_f64() {
-            Some(v) if (0.0..=1.0).contains(&v) => Ok((!reasoning).then_some(value)),
-            Some(_) => Err(invalid(name, "must be between 0 and 1")),
-            None => Err(invalid(name, "must be a number")),
+        None | Some(Node::Null) => Ok(None),
+        Some(value) => match value {
+            Node::Number(n) if n.as_f64().is_some_and(|v| (0.0..=1.0).contains(&v)) => {
+                Ok((!reasoning).then_some(n))
+            }
+            Node::Number(_) => Err(invalid(name, "must be between 0 and 1")),
+            _ => Err(invalid(name, "must be a number")),
         },
     }
 }
 
 /// `thinking` and `output_config.effort` → `reasoning_effort` (SPEC §1.12, §16a).
-pub(crate) fn reasoning_effort(
-    fields: &Map<String, Value>,
-) -> Result<Option<&'static str>, ApiError> {
+pub(crate) fn reasoning_effort(fields: &Object<'_>) -> Result<Option<&'static str>, ApiError> {
     if let Some(config) = fields.get("output_config").filter(|v| !v.is_null()) {
         let Some(config) = config.as_object() else {
             return Err(invalid("output_config", "must be an object"));
         };
         match config.get("effort") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(effort)) => {
-                return Ok(Some(match effort.as_str() {
+            None | Some(Node::Null) => {}
+            Some(Node::Str(effort)) => {
+                return Ok(Some(match &**effort {
                     "low" | "minimal" => "low",
                     "medium" => "medium",
                     _ => "high",
@@ -423,19 +412,19 @@ pub(crate) fn reasoning_effort(
         }
     }
     let thinking = match fields.get("thinking") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Object(thinking)) => thinking,
+        None | Some(Node::Null) => return Ok(None),
+        Some(Node::Object(thinking)) => thinking,
         Some(_) => return Err(invalid("thinking", "must be an object")),
     };
     let kind = match thinking.get("type") {
-        Some(Value::String(kind)) => kind.as_str(),
+        Some(Node::Str(kind)) => &**kind,
         None => return Err(invalid("thinking.type", "field required")),
         Some(_) => return Err(invalid("thinking.type", "must be a string")),
     };
     Ok(match kind {
         "disabled" => None,
         "enabled" => match thinking.get("budget_tokens") {
-            None | Some(Value::Null) => Some("medium"),
+            None | Some(Node::Null) => Some("medium"),
             Some(budget) => match budget.as_u64() {
                 Some(b) if b < 4_096 => Some("low"),
                 Some(b) if b < 16_384 => Some("medium"),
@@ -455,12 +444,12 @@ pub(crate) fn reasoning_effort(
 
 /// The system prompt as one string: a string as is, text blocks joined with `\n`.
 pub(crate) fn system_text<'a>(
-    value: &'a Value,
+    value: &'a Node<'a>,
     path: &Path<'_>,
 ) -> Result<Option<Cow<'a, str>>, ApiError> {
     match value {
-        Value::String(text) => Ok(Some(Cow::Borrowed(text))),
-        Value::Array(blocks) => {
+        Node::Str(text) => Ok(Some(Cow::Borrowed(text))),
+        Node::Array(blocks) => {
             let mut texts = Vec::with_capacity(blocks.len());
             for (i, block) in blocks.iter().enumerate() {
                 let path = path.index(i);
@@ -468,8 +457,8 @@ pub(crate) fn system_text<'a>(
                     return Err(invalid(path, "must be an object"));
                 };
                 match block.get("text") {
-                    Some(Value::String(text)) => texts.push(text.as_str()),
-                    None if block.get("type").and_then(Value::as_str) != Some("text") => {}
+                    Some(Node::Str(text)) => texts.push(&**text),
+                    None if block.get("type").and_then(Node::as_str) != Some("text") => {}
                     None => return Err(invalid(path.field("text"), "field required")),
                     Some(_) => return Err(invalid(path.field("text"), "must be a string")),
                 }
@@ -487,34 +476,34 @@ pub(crate) fn system_text<'a>(
 /// A block of `messages[].content`: its type and fields. A type Anthropic does not know is
 /// a `400` naming the field, as Anthropic answers.
 pub(crate) fn block_type<'a>(
-    block: &'a Value,
+    block: &'a Node<'a>,
     path: &Path<'_>,
-) -> Result<(&'a str, &'a Map<String, Value>), ApiError> {
+) -> Result<(&'a str, &'a Object<'a>), ApiError> {
     typed_block(block, path, MESSAGE_BLOCK_TYPES)
 }
 
 /// A block of a `tool_result`'s `content`, which takes fewer types.
 pub(crate) fn tool_result_block_type<'a>(
-    block: &'a Value,
+    block: &'a Node<'a>,
     path: &Path<'_>,
-) -> Result<(&'a str, &'a Map<String, Value>), ApiError> {
+) -> Result<(&'a str, &'a Object<'a>), ApiError> {
     typed_block(block, path, TOOL_RESULT_BLOCK_TYPES)
 }
 
 fn typed_block<'a>(
-    block: &'a Value,
+    block: &'a Node<'a>,
     path: &Path<'_>,
     known: &[&str],
-) -> Result<(&'a str, &'a Map<String, Value>), ApiError> {
+) -> Result<(&'a str, &'a Object<'a>), ApiError> {
     let Some(fields) = block.as_object() else {
         return Err(invalid(path, "must be an object"));
     };
     match fields.get("type") {
-        Some(Value::String(kind)) => match check_block_type(kind, known) {
-            Ok(()) => Ok((kind.as_str(), fields)),
+        Some(Node::Str(kind)) => match check_block_type(kind, known) {
+            Ok(()) => Ok((&**kind, fields)),
             Err(problem) => Err(invalid(path.field("type"), problem)),
         },
-        None | Some(Value::Null) => Err(invalid(path.field("type"), "field required")),
+        None | Some(Node::Null) => Err(invalid(path.field("type"), "field required")),
         Some(_) => Err(invalid(path.field("type"), "must be a string")),
     }
 }
@@ -536,21 +525,21 @@ pub(crate) fn check_block_type(kind: &str, known: &[&str]) -> Result<(), String>
     ))
 }
 
-pub(crate) fn text_field<'a>(
-    block: &'a Map<String, Value>,
-    path: &Path<'_>,
-) -> Result<&'a str, ApiError> {
+pub(crate) fn text_field<'a>(block: &'a Object<'a>, path: &Path<'_>) -> Result<&'a str, ApiError> {
     match block.get("text") {
-        Some(Value::String(text)) => Ok(text),
-        None | Some(Value::Null) => Err(invalid(path.field("text"), "field required")),
+        Some(Node::Str(text)) => Ok(text),
+        None | Some(Node::Null) => Err(invalid(path.field("text"), "field required")),
         Some(_) => Err(invalid(path.field("text"), "must be a string")),
     }
 }
 
-pub(crate) fn field_str<'a>(request: &'a Value, name: &'static str) -> Result<&'a str, ApiError> {
+pub(crate) fn field_str<'a>(
+    request: &'a Object<'a>,
+    name: &'static str,
+) -> Result<&'a str, ApiError> {
     match request.get(name) {
-        Some(Value::String(value)) => Ok(value),
-        None | Some(Value::Null) => Err(invalid(name, "field required")),
+        Some(Node::Str(value)) => Ok(value),
+        None | Some(Node::Null) => Err(invalid(name, "field required")),
         Some(_) => Err(invalid(name, "must be a string")),
     }
 }

@@ -32,9 +32,11 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::{Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Number;
+use serde_json::value::RawValue;
 
 use crate::error::ApiError;
+use crate::parsed::ParsedBody;
 use crate::translate::config::TranslateOptions;
 pub use crate::translate::degraded::Degradations;
 pub use crate::translate::validate::MAX_TOKENS_LIMIT;
@@ -42,6 +44,7 @@ use crate::translate::validate::{
     self, CompactJson, ImageSource, Path, block_type, field_str, invalid, reasoning_effort,
     sampling_param, system_text, text_field, tool_result_block_type,
 };
+use crate::translate::view::{Node, Object, RequestView};
 
 /// OpenAI accepts at most four stop sequences.
 const MAX_STOP_SEQUENCES: usize = 4;
@@ -63,18 +66,54 @@ pub struct TranslatedRequest {
     pub degraded: Degradations,
 }
 
-/// Translates a parsed Anthropic Messages request into an OpenAI Chat Completions body.
+/// Translates an Anthropic Messages request held as a `serde_json::Value` into an OpenAI Chat
+/// Completions body: [`translate_parsed`] of its serialization, nested at most
+/// [`DEFAULT_MAX_JSON_DEPTH`](crate::parsed::DEFAULT_MAX_JSON_DEPTH) levels. A convenience
+/// for tests and tools; the translation layer translates the [`ParsedBody`] it is given.
 ///
 /// # Errors
 /// A `400 invalid_request_error` naming the first field that is missing or has the wrong
 /// type or value.
 pub fn translate_request(
-    request: &Value,
+    request: &serde_json::Value,
     options: &TranslateOptions,
 ) -> Result<TranslatedRequest, ApiError> {
+    translate_parsed(&ParsedBody::from_json_ref(request), options)
+}
+
+/// Translates a parsed Anthropic Messages request into an OpenAI Chat Completions body,
+/// reading the fields it rewrites from a view borrowed from the request's bytes.
+///
+/// ```
+/// use tower_llm_bridge::parsed::ParsedBody;
+/// use tower_llm_bridge::translate::{translate_parsed, TranslateOptions};
+///
+/// let body = br#"{"model":"gpt-4o","max_tokens":9,"messages":[{"role":"user","content":"Hi"}]}"#;
+/// let parsed = ParsedBody::parse(body[..].into()).unwrap();
+/// let translated = translate_parsed(&parsed, &TranslateOptions::default()).unwrap();
+/// assert_eq!(
+///     &translated.body[..],
+///     br#"{"model":"gpt-4o","messages":[{"role":"user","content":"Hi"}],"max_tokens":9}"#
+/// );
+/// let parsed = ParsedBody::parse(br#"{"model":"gpt-4o"}"#[..].into()).unwrap();
+/// let err = translate_parsed(&parsed, &TranslateOptions::default()).unwrap_err();
+/// assert_eq!(err.message(), "max_tokens: field required");
+/// ```
+///
+/// # Errors
+/// A `400 invalid_request_error` naming the first field that is missing or has the wrong
+/// type or value.
+pub fn translate_parsed(
+    request: &ParsedBody,
+    options: &TranslateOptions,
+) -> Result<TranslatedRequest, ApiError> {
+    let view = RequestView::new(request, request.max_depth())?;
+    // The translation is about the size of the request: one allocation, no regrowth.
+    let mut body = Vec::with_capacity(request.bytes().len() + 256);
+    let request = &view.fields;
     let mut degraded = Degradations::default();
     let chat = build_chat_request(request, options, &mut degraded)?;
-    let body = serde_json::to_vec(&chat)
+    serde_json::to_writer(&mut body, &chat)
         .map_err(|err| ApiError::invalid_request(format!("request cannot be encoded: {err}")))?;
     let ChatRequest {
         model,
@@ -109,9 +148,9 @@ struct ChatRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_completion_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<&'a Value>,
+    temperature: Option<&'a Number>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<&'a Value>,
+    top_p: Option<&'a Number>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stop: Option<StopSequences<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -227,7 +266,7 @@ struct FunctionDef<'a> {
     name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<&'a str>,
-    parameters: &'a Value,
+    parameters: &'a RawValue,
 }
 
 #[derive(Serialize)]
@@ -250,11 +289,11 @@ struct NamedFunction<'a> {
 // ---------------------------------------------------------------------------------------------
 
 fn build_chat_request<'a>(
-    request: &'a Value,
+    fields: &'a Object<'a>,
     options: &'a TranslateOptions,
     degraded: &mut Degradations,
 ) -> Result<ChatRequest<'a>, ApiError> {
-    let fields = validate::request_fields(request)?;
+    let request = fields;
     let client_model = validate::model(request)?;
     let model = options.model_map.map(client_model);
     let reasoning = options.reasoning_models.is_reasoning(model);
@@ -265,7 +304,7 @@ fn build_chat_request<'a>(
     let mut messages = Vec::new();
     let system_role = if reasoning { "developer" } else { "system" };
     match fields.get("system") {
-        None | Some(Value::Null) => {}
+        None | Some(Node::Null) => {}
         Some(system) => {
             if let Some(text) = system_text(system, &Path::root("system"))? {
                 messages.push(Message::new(system_role, Some(Content::Text(text))));
@@ -359,7 +398,7 @@ struct MessageConverter<'o, 'a> {
 }
 
 impl<'a> MessageConverter<'_, 'a> {
-    fn convert(&mut self, message: &'a Value, path: &Path<'_>) -> Result<(), ApiError> {
+    fn convert(&mut self, message: &'a Node<'a>, path: &Path<'_>) -> Result<(), ApiError> {
         let (role, content) = validate::message(message, path)?;
         let content_path = path.field("content");
         match role {
@@ -380,16 +419,16 @@ impl<'a> MessageConverter<'_, 'a> {
         }
     }
 
-    fn user(&mut self, content: &'a Value, path: &Path<'_>) -> Result<(), ApiError> {
+    fn user(&mut self, content: &'a Node<'a>, path: &Path<'_>) -> Result<(), ApiError> {
         let blocks = match content {
-            Value::String(text) => {
+            Node::Str(text) => {
                 self.out.push(Message::new(
                     "user",
                     Some(Content::Text(Cow::Borrowed(text))),
                 ));
                 return Ok(());
             }
-            Value::Array(blocks) => blocks,
+            Node::Array(blocks) => blocks,
             _ => return Ok(()),
         };
         let mut parts = Vec::new();
@@ -440,7 +479,7 @@ impl<'a> MessageConverter<'_, 'a> {
 
     fn tool_result(
         &mut self,
-        block: &'a Map<String, Value>,
+        block: &'a Object<'a>,
         path: &Path<'_>,
         tool_images: &mut Vec<Part<'a>>,
     ) -> Result<Message<'a>, ApiError> {
@@ -452,8 +491,8 @@ impl<'a> MessageConverter<'_, 'a> {
         let content_path = path.field("content");
         let mut content = match content {
             None => Content::Text(Cow::Borrowed("")),
-            Some(Value::String(text)) => Content::Text(Cow::Borrowed(text)),
-            Some(Value::Array(items)) => {
+            Some(Node::Str(text)) => Content::Text(Cow::Borrowed(text)),
+            Some(Node::Array(items)) => {
                 let mut parts = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     let path = content_path.index(i);
@@ -510,16 +549,16 @@ impl<'a> MessageConverter<'_, 'a> {
         Ok(message)
     }
 
-    fn assistant(&mut self, content: &'a Value, path: &Path<'_>) -> Result<(), ApiError> {
+    fn assistant(&mut self, content: &'a Node<'a>, path: &Path<'_>) -> Result<(), ApiError> {
         let blocks = match content {
-            Value::String(text) => {
+            Node::Str(text) => {
                 self.out.push(Message::new(
                     "assistant",
                     Some(Content::Text(Cow::Borrowed(text))),
                 ));
                 return Ok(());
             }
-            Value::Array(blocks) => blocks,
+            Node::Array(blocks) => blocks,
             _ => return Ok(()),
         };
         let mut texts: Vec<&'a str> = Vec::new();
@@ -533,7 +572,7 @@ impl<'a> MessageConverter<'_, 'a> {
                 "tool_use" => tool_calls.push(tool_use(block, &path)?),
                 "thinking" => {
                     if self.forward_thinking
-                        && let Some(Value::String(text)) = block.get("thinking")
+                        && let Some(Node::Str(text)) = block.get("thinking")
                     {
                         reasoning.push(text);
                     }
@@ -559,7 +598,7 @@ impl<'a> MessageConverter<'_, 'a> {
     }
 }
 
-fn tool_use<'a>(block: &'a Map<String, Value>, path: &Path<'_>) -> Result<ToolCall<'a>, ApiError> {
+fn tool_use<'a>(block: &'a Object<'a>, path: &Path<'_>) -> Result<ToolCall<'a>, ApiError> {
     let validate::ToolUse { id, name, input } = validate::tool_use(block, path)?;
     Ok(ToolCall {
         id,
@@ -572,7 +611,7 @@ fn tool_use<'a>(block: &'a Map<String, Value>, path: &Path<'_>) -> Result<ToolCa
 }
 
 /// An image block as an `image_url` part; `None` for a source kind OpenAI cannot take.
-fn image<'a>(block: &'a Map<String, Value>, path: &Path<'_>) -> Result<Option<Part<'a>>, ApiError> {
+fn image<'a>(block: &'a Object<'a>, path: &Path<'_>) -> Result<Option<Part<'a>>, ApiError> {
     Ok(validate::image(block, path)?.map(|url| Part::ImageUrl {
         image_url: ImageUrl { url },
     }))

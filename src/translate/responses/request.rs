@@ -32,10 +32,12 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Number;
+use serde_json::value::RawValue;
 
 use super::decode_reasoning_signature;
 use crate::error::ApiError;
+use crate::parsed::ParsedBody;
 use crate::translate::chat::request::TranslatedRequest;
 use crate::translate::config::TranslateOptions;
 use crate::translate::degraded::Degradations;
@@ -43,25 +45,59 @@ use crate::translate::validate::{
     self, CompactJson, ImageSource, Path, block_type, reasoning_effort, sampling_param,
     system_text, text_field, tool_result_block_type,
 };
+use crate::translate::view::{Node, Object, RequestView};
 
 /// The smallest `max_output_tokens` the Responses API accepts.
 pub const MIN_OUTPUT_TOKENS: u64 = 16;
 
-/// Translates a parsed Anthropic Messages request into an OpenAI Responses body.
-///
-/// `stop_sequences` are not sent (the Responses API has none): they come back in
-/// [`TranslatedRequest::stop_sequences`] for the response translation to enforce.
+/// Translates an Anthropic Messages request held as a `serde_json::Value` into an OpenAI
+/// Responses body: [`translate_parsed`] of its serialization, nested at most
+/// [`DEFAULT_MAX_JSON_DEPTH`](crate::parsed::DEFAULT_MAX_JSON_DEPTH) levels. A convenience
+/// for tests and tools; the translation layer translates the [`ParsedBody`] it is given.
 ///
 /// # Errors
 /// A `400 invalid_request_error` naming the first field that is missing or has the wrong
 /// type or value.
 pub fn translate_request(
-    request: &Value,
+    request: &serde_json::Value,
     options: &TranslateOptions,
 ) -> Result<TranslatedRequest, ApiError> {
+    translate_parsed(&ParsedBody::from_json_ref(request), options)
+}
+
+/// Translates a parsed Anthropic Messages request into an OpenAI Responses body, reading
+/// the fields it rewrites from a view borrowed from the request's bytes.
+///
+/// `stop_sequences` are not sent (the Responses API has none): they come back in
+/// [`TranslatedRequest::stop_sequences`] for the response translation to enforce.
+///
+/// ```
+/// use tower_llm_bridge::parsed::ParsedBody;
+/// use tower_llm_bridge::translate::TranslateOptions;
+/// use tower_llm_bridge::translate::responses::request::translate_parsed;
+///
+/// let body = br#"{"model":"gpt-5","max_tokens":99,"stop_sequences":["END"],
+///                 "messages":[{"role":"user","content":"Hi"}]}"#;
+/// let parsed = ParsedBody::parse(body[..].into()).unwrap();
+/// let translated = translate_parsed(&parsed, &TranslateOptions::default()).unwrap();
+/// assert_eq!(translated.stop_sequences, ["END"]);
+/// assert!(translated.body.starts_with(br#"{"model":"gpt-5","input":[{"role":"user""#));
+/// ```
+///
+/// # Errors
+/// A `400 invalid_request_error` naming the first field that is missing or has the wrong
+/// type or value.
+pub fn translate_parsed(
+    request: &ParsedBody,
+    options: &TranslateOptions,
+) -> Result<TranslatedRequest, ApiError> {
+    let view = RequestView::new(request, request.max_depth())?;
+    // The translation is about the size of the request: one allocation, no regrowth.
+    let mut encoded = Vec::with_capacity(request.bytes().len() + 256);
+    let request = &view.fields;
     let mut degraded = Degradations::default();
     let (body, stop_sequences) = build(request, options, &mut degraded)?;
-    let encoded = serde_json::to_vec(&body)
+    serde_json::to_writer(&mut encoded, &body)
         .map_err(|err| ApiError::invalid_request(format!("request cannot be encoded: {err}")))?;
     Ok(TranslatedRequest {
         body: Bytes::from(encoded),
@@ -85,9 +121,9 @@ struct ResponsesRequest<'a> {
     input: Vec<Item<'a>>,
     max_output_tokens: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<&'a Value>,
+    temperature: Option<&'a Number>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<&'a Value>,
+    top_p: Option<&'a Number>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream: Option<bool>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -161,7 +197,7 @@ struct Tool<'a> {
     name: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     description: Option<&'a str>,
-    parameters: &'a Value,
+    parameters: &'a RawValue,
     /// Function tools are strict by default here, and strict schemas need every property
     /// required: Claude Code's optional properties would be rejected.
     strict: bool,
@@ -185,11 +221,11 @@ struct Reasoning {
 // ---------------------------------------------------------------------------------------------
 
 fn build<'a>(
-    request: &'a Value,
+    fields: &'a Object<'a>,
     options: &'a TranslateOptions,
     degraded: &mut Degradations,
 ) -> Result<(ResponsesRequest<'a>, Vec<&'a str>), ApiError> {
-    let fields = validate::request_fields(request)?;
+    let request = fields;
     let client_model = validate::model(request)?;
     let model = options.model_map.map(client_model);
     let reasoning_model = options.reasoning_models.is_reasoning(model);
@@ -201,7 +237,7 @@ fn build<'a>(
         .max(MIN_OUTPUT_TOKENS);
 
     let instructions = match fields.get("system") {
-        None | Some(Value::Null) => None,
+        None | Some(Node::Null) => None,
         Some(system) => system_text(system, &Path::root("system"))?,
     };
 
@@ -300,7 +336,7 @@ struct Converter<'o, 'a> {
 }
 
 impl<'a> Converter<'_, 'a> {
-    fn convert(&mut self, message: &'a Value, path: &Path<'_>) -> Result<(), ApiError> {
+    fn convert(&mut self, message: &'a Node<'a>, path: &Path<'_>) -> Result<(), ApiError> {
         let (role, content) = validate::message(message, path)?;
         let content_path = path.field("content");
         match role {
@@ -323,9 +359,9 @@ impl<'a> Converter<'_, 'a> {
         }
     }
 
-    fn user(&mut self, content: &'a Value, path: &Path<'_>) -> Result<(), ApiError> {
+    fn user(&mut self, content: &'a Node<'a>, path: &Path<'_>) -> Result<(), ApiError> {
         let blocks = match content {
-            Value::String(text) => {
+            Node::Str(text) => {
                 self.input.push(Item::Message {
                     role: "user",
                     content: vec![Part::InputText {
@@ -334,7 +370,7 @@ impl<'a> Converter<'_, 'a> {
                 });
                 return Ok(());
             }
-            Value::Array(blocks) => blocks,
+            Node::Array(blocks) => blocks,
             _ => return Ok(()),
         };
         let mut parts = Vec::new();
@@ -382,7 +418,7 @@ impl<'a> Converter<'_, 'a> {
 
     fn image(
         &mut self,
-        block: &'a Map<String, Value>,
+        block: &'a Object<'a>,
         path: &Path<'_>,
     ) -> Result<Option<Part<'a>>, ApiError> {
         let source = validate::image(block, path)?;
@@ -397,7 +433,7 @@ impl<'a> Converter<'_, 'a> {
 
     fn tool_result(
         &mut self,
-        block: &'a Map<String, Value>,
+        block: &'a Object<'a>,
         path: &Path<'_>,
         tool_images: &mut Vec<Part<'a>>,
     ) -> Result<(), ApiError> {
@@ -409,8 +445,8 @@ impl<'a> Converter<'_, 'a> {
         let content_path = path.field("content");
         let mut output: Cow<'a, str> = match content {
             None => Cow::Borrowed(""),
-            Some(Value::String(text)) => Cow::Borrowed(text),
-            Some(Value::Array(items)) => {
+            Some(Node::Str(text)) => Cow::Borrowed(text),
+            Some(Node::Array(items)) => {
                 let mut texts: Vec<&'a str> = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     let path = content_path.index(i);
@@ -447,16 +483,16 @@ impl<'a> Converter<'_, 'a> {
         Ok(())
     }
 
-    fn assistant(&mut self, content: &'a Value, path: &Path<'_>) -> Result<(), ApiError> {
+    fn assistant(&mut self, content: &'a Node<'a>, path: &Path<'_>) -> Result<(), ApiError> {
         let blocks = match content {
-            Value::String(text) => {
+            Node::Str(text) => {
                 self.input.push(Item::Message {
                     role: "assistant",
                     content: vec![Part::OutputText { text }],
                 });
                 return Ok(());
             }
-            Value::Array(blocks) => blocks,
+            Node::Array(blocks) => blocks,
             _ => return Ok(()),
         };
         // Items keep the blocks' order (a reasoning item must precede the call it led to);
@@ -479,11 +515,11 @@ impl<'a> Converter<'_, 'a> {
                     }));
                 }
                 "thinking" => {
-                    let signature = block.get("signature").and_then(Value::as_str);
+                    let signature = block.get("signature").and_then(Node::as_str);
                     match signature.and_then(decode_reasoning_signature) {
                         Some((id, encrypted_content)) => {
                             self.flush_text(&mut texts);
-                            let summary = match block.get("thinking").and_then(Value::as_str) {
+                            let summary = match block.get("thinking").and_then(Node::as_str) {
                                 Some(text) if !text.is_empty() => vec![SummaryText {
                                     r#type: "summary_text",
                                     text,
