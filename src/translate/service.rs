@@ -181,6 +181,8 @@ where
             Err(err) => return Ok(refusal(err)),
         },
     };
+    // For an outer metrics layer's model label, refusals below included.
+    ModelSlot::note_parsed(&parts.extensions, &parsed);
     // The cache's per-request setting: checked the same whether or not a cache is in front
     // (the translated request never carries it upstream).
     if let Err(message) = parsed.cache_ttl_secs() {
