@@ -432,6 +432,19 @@ impl Config {
         args: impl IntoIterator<Item = String>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Command, ConfigError> {
+        Self::from_sources_reading(args, env, |path| std::fs::read_to_string(path))
+    }
+
+    /// [`Config::from_sources`] with the configuration file read by `read_file(path)`, so
+    /// that the fuzz target and tests hand the file's text in without a file system.
+    ///
+    /// # Errors
+    /// As [`Config::from_sources`].
+    pub fn from_sources_reading(
+        args: impl IntoIterator<Item = String>,
+        env: impl Fn(&str) -> Option<String>,
+        read_file: impl Fn(&str) -> std::io::Result<String>,
+    ) -> Result<Command, ConfigError> {
         let argv = std::iter::once("proxy".to_owned()).chain(args);
         let matches = match parser().try_get_matches_from(argv) {
             Ok(matches) => matches,
@@ -449,7 +462,7 @@ impl Config {
         };
         if let Some((_, path)) = sources.get("config", args.config.as_ref()) {
             let path = path.trim().to_owned();
-            let text = std::fs::read_to_string(&path)
+            let text = read_file(&path)
                 .map_err(|err| ConfigError(format!("{path}: cannot read the file: {err}")))?;
             let settings: Vec<&str> = sources
                 .declared
