@@ -9,6 +9,10 @@
 //!   stores) costs a render on every stream hit; raw events would cost nothing to replay but an
 //!   accumulation on every JSON hit, and more bytes. The sizes are printed.
 //!
+//! `CACHE_HIT_PROFILE=N` runs N JSON hits through the layer (memory backend) and nothing
+//! else, for instruction counts: `valgrind --tool=callgrind` with N and with 0, divided by N,
+//! is the cost of one hit.
+//!
 //! Starts its own `redis-server` on a free port (or uses `REDIS_URL`); without one, the
 //! Redis benches are skipped with a notice and the others still run.
 
@@ -253,11 +257,54 @@ fn bench_forms(c: &mut Criterion) {
     });
 }
 
+/// `CACHE_HIT_PROFILE=N`: N JSON hits from memory, then exit.
+fn profile(rt: &tokio::runtime::Runtime, hits: usize) {
+    let events = stream_events();
+    let svc = ServiceBuilder::new()
+        .layer(ResponseCacheLayer::new(MemoryCache::new(10_000)))
+        .service_fn(move |_req: Request<Either<Full<Bytes>, Full<Bytes>>>| {
+            let events = events.clone();
+            async move {
+                let mut res = Response::new(Full::new(events));
+                res.headers_mut().insert(
+                    "content-type",
+                    HeaderValue::from_static("text/event-stream"),
+                );
+                Ok::<_, Infallible>(res)
+            }
+        });
+    rt.block_on(async {
+        let res = svc
+            .clone()
+            .oneshot(request(STREAM_REQUEST))
+            .await
+            .expect("service");
+        assert_eq!(res.headers()["x-cache"], "MISS");
+        res.into_body().collect().await.expect("body");
+        for _ in 0..hits {
+            let res = svc
+                .clone()
+                .oneshot(request(REQUEST))
+                .await
+                .expect("service");
+            assert_eq!(res.headers()["x-cache"], "HIT");
+            black_box(res.into_body().collect().await.expect("body").to_bytes());
+        }
+    });
+}
+
 fn cache_hit(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if let Some(hits) = std::env::var("CACHE_HIT_PROFILE")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        profile(&rt, hits);
+        return;
+    }
 
     bench_forms(c);
     bench_hit(c, &rt, "cache_hit/memory", &MemoryCache::new(10_000));

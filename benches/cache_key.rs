@@ -2,10 +2,18 @@
 //! Cache key cost against its floor and against the seed's algorithm.
 //!
 //! For each input (a ~120 B request, a Claude-Code-sized ~60 KB request, a ~1 MB request):
-//! - `ours`: [`cache_key_for_request`] (canonical encoding streamed into SHA-256);
+//! - `bytes`: [`cache_key_for_body`], the key in one pass over the request's JSON text (what
+//!   the cache layer computes);
+//! - `parse_tree`: what it replaces: parse the text into a `Value`, then
+//!   [`cache_key_for_request`] over the tree;
+//! - `ours`: [`cache_key_for_request`] alone, on an already parsed tree;
 //! - `raw_sha256`: SHA-256 of the request's serialized bytes, the floor any key must pay;
 //! - `seed`: the seed's algorithm (clone the allow-listed fields into a `BTreeMap`,
 //!   `to_string`, SHA-256, hex), re-implemented here as the baseline.
+//!
+//! `CACHE_KEY_PROFILE=WHAT:INPUT:N` (WHAT `bytes`, `parse_tree` or `tree`; INPUT `small`,
+//! `claude_code` or `1mb`) computes N keys and nothing else, for instruction counts under
+//! `valgrind --tool=callgrind` (subtract a run with N=0 and divide by N).
 //!
 //! Run: `cargo bench --bench cache_key -- --warm-up-time 1 --measurement-time 3`
 //! On a busy machine, `CACHE_KEY_MIN=1 cargo bench --bench cache_key` prints best-of-batches
@@ -17,7 +25,9 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tower_llm_bridge::cache::{CacheNamespace, CacheScope, cache_key_for_request};
+use tower_llm_bridge::cache::{
+    CacheNamespace, CacheScope, cache_key_for_body, cache_key_for_request,
+};
 
 const SCOPE: CacheScope<'static> = CacheScope {
     backend_name: "https://api.openai.com/v1",
@@ -63,6 +73,12 @@ fn seed_key(body: &Value, ns: CacheNamespace, scope: &CacheScope<'_>) -> String 
         ns.prefix(),
         hex::encode(Sha256::digest(json.as_bytes()))
     )
+}
+
+/// The key as the cache layer computed it before the one-pass key: parse, then walk the tree.
+fn parse_and_key(bytes: &[u8]) -> String {
+    let value: Value = serde_json::from_slice(bytes).expect("valid");
+    cache_key_for_request(&value, CacheNamespace::Anthropic, &SCOPE)
 }
 
 /// Deterministic pseudo-random words (xorshift), so every run hashes the same inputs.
@@ -192,24 +208,74 @@ fn min_ns<T>(iters: usize, mut f: impl FnMut() -> T) -> f64 {
 fn min_table() {
     for (name, body) in inputs() {
         let bytes = serde_json::to_vec(&body).expect("serialize");
+        assert_eq!(
+            cache_key_for_body(&bytes, CacheNamespace::Anthropic, &SCOPE).expect("valid"),
+            cache_key_for_request(&body, CacheNamespace::Anthropic, &SCOPE),
+            "{name}: the one-pass key is the tree's"
+        );
         let iters = (200_000 / bytes.len()).max(1);
         let ours = min_ns(iters, || {
             cache_key_for_request(black_box(&body), CacheNamespace::Anthropic, &SCOPE)
         });
+        let one_pass = min_ns(iters, || {
+            cache_key_for_body(black_box(&bytes), CacheNamespace::Anthropic, &SCOPE)
+        });
+        let parse_tree = min_ns(iters, || parse_and_key(black_box(&bytes)));
         let raw = min_ns(iters, || Sha256::digest(black_box(bytes.as_slice())));
         let seed = min_ns(iters, || {
             seed_key(black_box(&body), CacheNamespace::Anthropic, &SCOPE)
         });
         println!(
-            "{name:>12} ({:>7} B): ours {ours:>10.0} ns | raw sha256 {raw:>10.0} ns | seed {seed:>10.0} ns | ours/raw {:.2} | seed/ours {:.2}",
+            "{name:>12} ({:>7} B): bytes {one_pass:>10.0} ns | parse+tree {parse_tree:>10.0} ns | tree only {ours:>10.0} ns | raw sha256 {raw:>10.0} ns | seed {seed:>10.0} ns | parse+tree/bytes {:.2} | bytes/raw {:.2}",
             bytes.len(),
-            ours / raw,
-            seed / ours
+            parse_tree / one_pass,
+            one_pass / raw,
         );
     }
 }
 
+/// `CACHE_KEY_PROFILE=WHAT:INPUT:N`: N keys of one kind on one input, then exit.
+fn profile(spec: &str) {
+    let mut parts = spec.split(':');
+    let (Some(what), Some(input), Some(n)) = (parts.next(), parts.next(), parts.next()) else {
+        panic!("CACHE_KEY_PROFILE=WHAT:INPUT:N");
+    };
+    let n: usize = n.parse().expect("N");
+    let (_, body) = inputs()
+        .into_iter()
+        .find(|(name, _)| *name == input)
+        .expect("input small, claude_code or 1mb");
+    let bytes = serde_json::to_vec(&body).expect("serialize");
+    for _ in 0..n {
+        match what {
+            "bytes" => {
+                black_box(cache_key_for_body(
+                    black_box(&bytes),
+                    CacheNamespace::Anthropic,
+                    &SCOPE,
+                ))
+                .ok();
+            }
+            "parse_tree" => {
+                black_box(parse_and_key(black_box(&bytes)));
+            }
+            "tree" => {
+                black_box(cache_key_for_request(
+                    black_box(&body),
+                    CacheNamespace::Anthropic,
+                    &SCOPE,
+                ));
+            }
+            other => panic!("unknown {other}"),
+        }
+    }
+}
+
 fn bench(c: &mut Criterion) {
+    if let Ok(spec) = std::env::var("CACHE_KEY_PROFILE") {
+        profile(&spec);
+        return;
+    }
     if std::env::var_os("CACHE_KEY_MIN").is_some() {
         min_table();
         return;
@@ -219,6 +285,12 @@ fn bench(c: &mut Criterion) {
         let bytes = serde_json::to_vec(&body).expect("serialize");
         eprintln!("input {name}: {} bytes", bytes.len());
         group.throughput(Throughput::Bytes(bytes.len() as u64));
+        group.bench_with_input(BenchmarkId::new("bytes", name), &bytes, |b, bytes| {
+            b.iter(|| cache_key_for_body(black_box(bytes), CacheNamespace::Anthropic, &SCOPE))
+        });
+        group.bench_with_input(BenchmarkId::new("parse_tree", name), &bytes, |b, bytes| {
+            b.iter(|| parse_and_key(black_box(bytes)))
+        });
         group.bench_with_input(BenchmarkId::new("ours", name), &body, |b, body| {
             b.iter(|| cache_key_for_request(black_box(body), CacheNamespace::Anthropic, &SCOPE))
         });

@@ -1482,3 +1482,122 @@ fn works_without_a_tokio_runtime() {
     assert_eq!((first.x_cache(), second.x_cache()), ("MISS", "HIT"));
     assert_eq!(up.calls(), 1);
 }
+
+// ---- hits skip the flight; a miss racing the end of a flight still coalesces ------------------
+
+/// Memory behind a gate: the armed lookup misses, then waits until released before it
+/// answers (a lookup that started before a flight stored its answer, and returns after).
+struct GatedLookups {
+    inner: MemoryCache,
+    armed: std::sync::atomic::AtomicBool,
+    parked: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+    gets: AtomicUsize,
+}
+
+impl CacheBackend for GatedLookups {
+    async fn get(&self, key: &str) -> Option<CacheEntry> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
+        let found = self.inner.get(key).await;
+        if found.is_none() && self.armed.swap(false, Ordering::SeqCst) {
+            self.parked.notify_one();
+            self.release.notified().await;
+        }
+        found
+    }
+
+    async fn put(&self, key: &str, entry: CacheEntry, ttl_secs: u64) {
+        self.inner.put(key, entry, ttl_secs).await;
+    }
+}
+
+#[tokio::test]
+async fn a_miss_that_overlaps_the_end_of_a_flight_is_served_by_it() {
+    let backend = Arc::new(GatedLookups {
+        inner: MemoryCache::new(10),
+        armed: false.into(),
+        parked: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+        gets: AtomicUsize::new(0),
+    });
+    let calls = Arc::new(AtomicUsize::new(0));
+    let answer_now = Arc::new(tokio::sync::Notify::new());
+    let svc = {
+        let (calls, answer_now) = (Arc::clone(&calls), Arc::clone(&answer_now));
+        ServiceBuilder::new()
+            .layer(ResponseCacheLayer::with_shared_backend(Arc::clone(
+                &backend,
+            )))
+            .service(service_fn(move |_req: In| {
+                let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                let answer_now = Arc::clone(&answer_now);
+                async move {
+                    answer_now.notified().await;
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!(
+                        r#"{{"id":"msg_{n}"}}"#
+                    )))))
+                }
+            }))
+    };
+    let bounded = Duration::from_secs(10);
+    // A leads a flight and waits for the upstream.
+    let a = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, messages(MESSAGES)).await }
+    });
+    while calls.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // B looks the entry up (a miss) while A is still in flight; its lookup returns late.
+    backend.armed.store(true, Ordering::SeqCst);
+    let b = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, messages(MESSAGES)).await }
+    });
+    tokio::time::timeout(bounded, backend.parked.notified())
+        .await
+        .expect("B's lookup parked");
+    // A's answer is stored and its flight ends; then B's stale miss comes back.
+    answer_now.notify_one();
+    let a = tokio::time::timeout(bounded, a)
+        .await
+        .expect("A ends")
+        .expect("A");
+    assert_eq!(
+        (a.x_cache(), &a.body[..]),
+        ("MISS", &br#"{"id":"msg_1"}"#[..])
+    );
+    backend.release.notify_one();
+    let b = tokio::time::timeout(bounded, b)
+        .await
+        .expect("B ends")
+        .expect("B");
+    // B found no flight to join, but one had ended since its lookup: it looked again.
+    assert_eq!(
+        (b.x_cache(), &b.body[..]),
+        ("HIT", &br#"{"id":"msg_1"}"#[..])
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // A plain hit is one lookup; it joins no flight (so it never waits on one).
+    let before = backend.gets.load(Ordering::SeqCst);
+    assert_eq!(send(&svc, messages(MESSAGES)).await.x_cache(), "HIT");
+    assert_eq!(backend.gets.load(Ordering::SeqCst), before + 1);
+}
+
+#[tokio::test]
+async fn a_number_serde_json_refuses_is_a_400_from_the_key_and_never_goes_upstream() {
+    let up = Upstream::ok();
+    let svc = ServiceBuilder::new().layer(cache()).service(up.service());
+    let body = r#"{"model":"m","max_tokens":5,"messages":[],"temperature":1e309}"#;
+    let answer = send(&svc, messages(body)).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let json: Value = serde_json::from_slice(&answer.body).expect("json error");
+    assert_eq!(json["error"]["type"], "invalid_request_error");
+    let message = json["error"]["message"].as_str().expect("message");
+    assert!(
+        message.starts_with("request body is not valid JSON: number out of range"),
+        "{message}"
+    );
+    assert_eq!(up.calls(), 0);
+}

@@ -1054,6 +1054,115 @@ async fn info_logs_one_line_per_request_without_a_span() {
     assert!(!logs.contains("request{"), "no span at info level:\n{logs}");
 }
 
+// The proxy writes its log lines in batches (one `write` for many requests): a line waits at
+// most FLUSH_AFTER, a warning goes out at once with what waited before it, and so does a
+// buffer past FLUSH_AT; flush() writes the rest at shutdown.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn log_lines_are_written_in_batches_in_order() {
+    let sink = Captured::default();
+    let logs = proxy::BatchedLogs::new(sink.clone());
+    let flusher = tokio::spawn(logs.clone().run());
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let written = || String::from_utf8(sink.0.lock().expect("log buffer").clone()).expect("utf-8");
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    tracing::info!("first line");
+    tracing::info!("second line");
+    assert_eq!(written(), "", "held back");
+    tokio::time::sleep(proxy::FLUSH_AFTER / 2).await;
+    assert_eq!(written(), "", "still within FLUSH_AFTER");
+    tokio::time::sleep(proxy::FLUSH_AFTER).await;
+    let text = written();
+    let (first, second) = (text.find("first line"), text.find("second line"));
+    assert!(first.is_some() && first < second, "both, in order: {text}");
+    assert_eq!(text.lines().count(), 2, "{text}");
+
+    tracing::info!("third line");
+    tracing::warn!("a warning");
+    let text = written();
+    let (third, warning) = (text.find("third line"), text.find("a warning"));
+    assert!(
+        third.is_some() && third < warning,
+        "at once, in order: {text}"
+    );
+
+    // A full buffer is written without waiting for the timer.
+    let before = written().len();
+    let filler = "x".repeat(1000);
+    for _ in 0..proxy::FLUSH_AT / 1000 + 1 {
+        tracing::info!("{filler}");
+    }
+    assert!(
+        written().len() >= before + proxy::FLUSH_AT,
+        "written once full"
+    );
+
+    // What is left waits for the timer or for flush().
+    tracing::info!("last line");
+    assert!(!written().contains("last line"));
+    logs.flush();
+    assert!(written().contains("last line"));
+    flusher.abort();
+}
+
+// The proxy's cheaper field formatting writes exactly what tracing-subscriber's default does
+// (without ANSI styling), for every kind of field the log lines carry.
+#[test]
+fn plain_fields_read_as_the_default_format() {
+    fn emit() {
+        let model: Option<&str> = Some("claude-haiku-4-5");
+        let none: Option<u64> = None;
+        tracing::info!(
+            method = %http::Method::POST,
+            path = %"/v1/messages",
+            status = 200u64,
+            latency_ms = 12u64,
+            offset = -42i64,
+            zero = 0u64,
+            max = u64::MAX,
+            min = i64::MIN,
+            ok = true,
+            model = model,
+            skipped = none,
+            quoted = "say \"hi\"\\ \u{1b}[31m é\ttab",
+            empty = "",
+            r#type = "raw name",
+            debug = ?vec![1, 2],
+            "response"
+        );
+        tracing::warn!(error = %"upstream failed", "a \u{1b}[31mred\u{7} message {}", 7);
+        let err = std::io::Error::other("disk full");
+        tracing::error!(error = &err as &(dyn std::error::Error + 'static), "failed");
+        tracing::info!(answer = 42u64);
+    }
+    let capture = |plain: bool| {
+        let sink = Captured::default();
+        let builder = tracing_subscriber::fmt()
+            .with_writer(sink.clone())
+            .with_ansi(false)
+            .without_time();
+        if plain {
+            let subscriber = builder.fmt_fields(proxy::PlainFields).finish();
+            tracing::subscriber::with_default(subscriber, emit);
+        } else {
+            tracing::subscriber::with_default(builder.finish(), emit);
+        }
+        String::from_utf8(sink.0.lock().expect("log buffer").clone()).expect("utf-8")
+    };
+    let (default, plain) = (capture(false), capture(true));
+    assert_eq!(plain, default);
+    assert_eq!(default.lines().count(), 4, "{default}");
+    assert!(
+        default.contains("status=200 latency_ms=12 offset=-42 zero=0"),
+        "{default}"
+    );
+    // Quoted strings and the message have their control characters escaped.
+    assert!(!plain.contains('\u{1b}'), "{plain}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ use tower_http::classify::{ServerErrorsAsFailures, ServerErrorsFailureClass, Sha
 use tower_http::trace::{MakeSpan, OnFailure, Trace, TraceLayer};
 use tower_llm_bridge::BoxError;
 use tower_llm_bridge::cache::{
-    MemoryCache, RedisCache, RedisCacheOptions, ResponseCacheLayer, TieredCache,
+    CallerIdentity, MemoryCache, RedisCache, RedisCacheOptions, ResponseCacheLayer, TieredCache,
 };
 use tower_llm_bridge::metrics::Metrics;
 use tower_llm_bridge::origin::{OriginGuard, OriginGuardLayer};
@@ -83,6 +83,13 @@ pub async fn app(config: &Config) -> Result<App, BoxError> {
             route,
             models: model_list(config),
             proxy_api_keys: config.proxy_api_keys.clone(),
+            key_identities: config
+                .proxy_api_keys
+                .iter()
+                .flatten()
+                .map(|key| CallerIdentity::from_credential(key.expose()))
+                .collect(),
+            identify_callers: config.cache.enabled,
             body_limit: config.body_limit,
             body_rate: config.body_rate,
             max_json_depth: config.max_json_depth,

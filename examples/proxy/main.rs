@@ -31,6 +31,7 @@
 //! | `models.rs` | the model list behind `/v1/models` |
 //! | `upstream.rs` | the pooled HTTP client to the backend ([`Upstream`]) |
 //! | `telemetry.rs` | metrics (`GET /metrics`), the log line per request, the tracing subscriber |
+//! | `logs.rs` | log output in batches (one `write` for many lines), its fields written for less |
 //! | `otlp.rs` | with the `otel` feature: the request spans exported over OTLP/HTTP |
 //! | `server.rs` | the accept loop ([`serve`]): HTTP/1.1 + h2, header timeouts, graceful shutdown |
 //! | `main.rs` | reads the configuration, starts the runtime, waits for Ctrl-C or SIGTERM |
@@ -39,6 +40,7 @@ mod app;
 mod auth;
 mod config;
 mod config_file;
+mod logs;
 mod models;
 #[cfg(feature = "otel")]
 mod otlp;
@@ -57,6 +59,7 @@ pub use auth::constant_time_eq;
 pub use config::{
     CacheSettings, Command, Config, ConfigError, OtlpSettings, Secret, UpstreamUrl, Wire,
 };
+pub use logs::{BatchedLogs, FLUSH_AFTER, FLUSH_AT, PlainFields};
 pub use router::Router;
 pub use server::{serve, tune_accepted};
 pub use telemetry::{Tracing, init_tracing, warn_without_otel};
@@ -111,7 +114,8 @@ fn main() -> ExitCode {
             .await
             .map_err(|err| err.to_string())
     });
-    // The runtime still runs here: the last spans are exported on it.
+    // The runtime still runs here: the last spans are exported on it (and the last log
+    // lines written).
     tracing.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,

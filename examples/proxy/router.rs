@@ -24,7 +24,7 @@ use tower_llm_bridge::route::Route;
 use tower_llm_bridge::translate::tokens::estimate_input_tokens;
 
 use super::app::{LlmService, ProxyBody, TargetService, full, json_response};
-use super::auth::{authenticate, presented_credentials};
+use super::auth::{X_API_KEY, authenticate, presented_credentials};
 use super::config::Secret;
 use super::models::ModelInfo;
 
@@ -43,6 +43,12 @@ pub(super) struct Shared {
     pub(super) route: Option<Route<TargetService>>,
     pub(super) models: Vec<ModelInfo>,
     pub(super) proxy_api_keys: Option<Vec<Secret>>,
+    /// The cache identity of each of `proxy_api_keys` (same order): hashed once here rather
+    /// than on every request.
+    pub(super) key_identities: Vec<CallerIdentity>,
+    /// Whether anything reads the caller's identity (the cache): without keys, a presented
+    /// credential is only hashed then.
+    pub(super) identify_callers: bool,
     pub(super) body_limit: usize,
     pub(super) body_rate: BodyRate,
     pub(super) max_json_depth: usize,
@@ -139,23 +145,28 @@ impl Router {
             return res;
         }
 
-        let credential = match &self.shared.proxy_api_keys {
+        // The cache scopes answers per caller by a hash of the credential, never the credential.
+        let identity = match &self.shared.proxy_api_keys {
             Some(keys) => match authenticate(keys, &parts.headers) {
-                Some(credential) => Some(credential),
+                Some(index) => self.shared.key_identities.get(index).cloned(),
                 None => {
                     return flavor.error(ApiError::authentication(
                         "invalid or missing API key (send it as x-api-key or Authorization: Bearer)",
                     ));
                 }
             },
-            None => presented_credentials(&parts.headers).next(),
+            None if self.shared.identify_callers => Some(
+                presented_credentials(&parts.headers)
+                    .next()
+                    .map_or_else(CallerIdentity::anonymous, CallerIdentity::from_credential),
+            ),
+            None => None,
         };
-        // The cache scopes answers per caller by a hash of the credential, never the credential.
-        parts.extensions.insert(
-            credential.map_or_else(CallerIdentity::anonymous, CallerIdentity::from_credential),
-        );
+        if let Some(identity) = identity {
+            parts.extensions.insert(identity);
+        }
         // The credential was for this proxy: nothing further in needs to see it.
-        parts.headers.remove("x-api-key");
+        parts.headers.remove(X_API_KEY);
         parts.headers.remove(header::AUTHORIZATION);
 
         if parts.method == Method::POST

@@ -12,22 +12,27 @@ use tower_llm_bridge::metrics::{
 };
 use tracing::{info, warn};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use super::config::Config;
+use super::logs::{BatchedLogs, PlainFields};
 use super::models::model_list;
 
 /// The process's tracing: the log lines, and with the `otel` feature the request spans sent
 /// over OTLP. Call [`Tracing::shutdown`] once the server has stopped.
 #[must_use = "shutdown sends the spans still buffered"]
 pub struct Tracing {
+    /// The log lines waiting to be written (see `logs.rs`).
+    logs: BatchedLogs<std::io::Stdout>,
     #[cfg(feature = "otel")]
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
 }
 
 impl Tracing {
-    /// Sends the spans still buffered (bounded: at most five seconds), then stops exporting.
+    /// Sends the spans still buffered (bounded: at most five seconds), then stops exporting;
+    /// writes the log lines still waiting.
     /// Blocks the calling thread while the export runs on the runtime given to
     /// [`init_tracing`]: call it outside that runtime's workers (or in `spawn_blocking`).
     pub fn shutdown(self) {
@@ -37,6 +42,7 @@ impl Tracing {
         {
             warn!(%err, "OTLP: spans still buffered at shutdown may be lost");
         }
+        self.logs.flush();
     }
 }
 
@@ -47,9 +53,10 @@ impl Tracing {
 /// # Errors
 /// When a global subscriber is installed already, or the exporter cannot be built.
 pub fn init_tracing(config: &Config, runtime: &Handle) -> Result<Tracing, BoxError> {
-    let logs = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_filter(EnvFilter::new(&config.log_filter));
+    // One `write` for many lines (see logs.rs), the timed writes on the runtime.
+    let batched = BatchedLogs::new(std::io::stdout());
+    runtime.spawn(batched.clone().run());
+    let logs = log_layer(config, batched.clone());
     #[cfg(feature = "otel")]
     {
         let provider = match &config.otlp {
@@ -85,14 +92,39 @@ pub fn init_tracing(config: &Config, runtime: &Handle) -> Result<Tracing, BoxErr
                 "OTLP: request spans exported (http/protobuf)"
             );
         }
-        Ok(Tracing { provider })
+        Ok(Tracing {
+            logs: batched,
+            provider,
+        })
     }
     #[cfg(not(feature = "otel"))]
     {
         let _ = runtime;
         tracing_subscriber::registry().with(logs).try_init()?;
         warn_without_otel(config);
-        Ok(Tracing {})
+        Ok(Tracing { logs: batched })
+    }
+}
+
+/// The log lines on stdout, filtered by `LOG_LEVEL`: styled on a terminal, otherwise the
+/// same text written for less (`PlainFields`).
+fn log_layer<S>(
+    config: &Config,
+    writer: BatchedLogs<std::io::Stdout>,
+) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    let filter = EnvFilter::new(&config.log_filter);
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        layer.with_ansi(true).with_filter(filter).boxed()
+    } else {
+        layer
+            .with_ansi(false)
+            .fmt_fields(PlainFields)
+            .with_filter(filter)
+            .boxed()
     }
 }
 

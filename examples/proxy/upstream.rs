@@ -24,6 +24,7 @@ use tower_llm_bridge::error::ApiError;
 use tower_llm_bridge::translate::remove_client_credentials;
 use tracing::warn;
 
+use super::auth::X_API_KEY;
 use super::config::{Config, UpstreamUrl};
 use super::config_file::{Backend, BackendKind};
 
@@ -129,10 +130,7 @@ impl Upstream {
                 Wire::Anthropic,
                 key.as_ref()
                     .map(|key| {
-                        Ok::<_, BoxError>((
-                            HeaderName::from_static("x-api-key"),
-                            sensitive(key.expose().to_owned(), &what)?,
-                        ))
+                        Ok::<_, BoxError>((X_API_KEY, sensitive(key.expose().to_owned(), &what)?))
                     })
                     .transpose()?,
             ),
@@ -237,19 +235,28 @@ impl Target {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and what only makes sense between client and proxy.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most requests and answers carry none: one look at the few names they have, instead of
+    // a lookup (and a parse of the name) per hop-by-hop header, both ways, every request.
+    // Headers named by `Connection` only count when a `Connection` header is there.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -260,8 +267,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    let hop_by_hop: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name))
+        .cloned()
+        .collect();
+    for name in hop_by_hop {
+        headers.remove(name);
     }
 }
 
@@ -273,7 +285,7 @@ fn prepare_upstream_headers(headers: &mut HeaderMap, target: &Target) {
     match target.wire {
         Wire::OpenAi => remove_client_credentials(headers),
         Wire::Anthropic => {
-            headers.remove("x-api-key");
+            headers.remove(X_API_KEY);
             headers.remove(header::AUTHORIZATION);
         }
     }

@@ -9,7 +9,7 @@ use http::StatusCode;
 use serde_json::Value;
 use tower_llm_bridge::cache::{
     AnthropicMessages, CacheNamespace, CacheScope, CodecError, OpenAiChat, StreamCodec,
-    cache_key_for_request,
+    cache_key_for_body, cache_key_for_body_unchecked, cache_key_for_request,
 };
 use tower_llm_bridge::error::ApiError;
 use tower_llm_bridge::parsed::ParsedBody;
@@ -696,15 +696,44 @@ const KEY_EXCLUDED: [&str; 4] = ["stream", "stream_options", "metadata", "user"]
 /// determinism, canonical form (the same key whatever the key order at any depth and
 /// whatever the formatting of the bytes), scope and namespace separation, and the
 /// exclude-list (only `stream`, `stream_options`, `metadata`, `user` are ignored).
+///
+/// And the one-pass key on the raw bytes (`cache_key_for_body`, what the cache layer uses) is
+/// that same key whenever serde_json parses the bytes into a `Value`, and refuses them, with
+/// serde_json's error, whenever it does not.
 pub fn cache_key(data: &[u8]) {
-    let Ok(value) = serde_json::from_slice::<Value>(data) else {
-        return;
-    };
     let scope = CacheScope {
         backend_name: "http://127.0.0.1:1/v1",
         auth_identity: "tenant-a",
     };
+    let one_pass = cache_key_for_body_unchecked(
+        data,
+        CacheNamespace::Anthropic,
+        &scope,
+        tower_llm_bridge::parsed::DEFAULT_MAX_JSON_DEPTH,
+    );
+    let parsed: Result<Value, _> = tower_llm_bridge::parsed::from_slice_max_depth(
+        data,
+        tower_llm_bridge::parsed::DEFAULT_MAX_JSON_DEPTH,
+    );
+    let value = match parsed {
+        Ok(value) => value,
+        Err(err) => {
+            assert_eq!(
+                one_pass, None,
+                "the one-pass key accepted what serde_json refuses"
+            );
+            let ours =
+                cache_key_for_body(data, CacheNamespace::Anthropic, &scope).expect_err("refused");
+            assert_eq!(ours.to_string(), err.to_string());
+            return;
+        }
+    };
     let key = cache_key_for_request(&value, CacheNamespace::Anthropic, &scope);
+    assert_eq!(
+        one_pass.as_deref(),
+        Some(key.as_str()),
+        "the one-pass key differs from the tree's"
+    );
     let hex = key.strip_prefix("anth:").expect("anth: prefix");
     assert_eq!(hex.len(), 64, "{key}");
     assert!(
@@ -749,7 +778,11 @@ pub fn cache_key(data: &[u8]) {
         cache_key_for_request(&reversed, CacheNamespace::Anthropic, &scope)
     );
     let pretty = serde_json::to_vec_pretty(&value).expect("serializes");
-    let reparsed: Value = serde_json::from_slice(&pretty).expect("round trip");
+    let reparsed: Value = tower_llm_bridge::parsed::from_slice_max_depth(
+        &pretty,
+        tower_llm_bridge::parsed::DEFAULT_MAX_JSON_DEPTH,
+    )
+    .expect("round trip");
     // serde_json's default float parser may land one ULP off on a re-parse (`1E-305`): the
     // key follows the value, so only an exact round trip must give the same key.
     if reparsed == value {

@@ -13,6 +13,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -41,6 +42,10 @@ pub(crate) enum Joined {
 #[derive(Debug, Default)]
 pub(crate) struct Inflight {
     map: Mutex<HashMap<String, watch::Sender<Slot>>>,
+    /// Flights ended so far (any key): a request that looked the backend up before joining
+    /// looks again as leader only when a flight ended in between (and may have stored the
+    /// answer it is about to fetch).
+    ended: AtomicU64,
 }
 
 /// The outcome of [`Inflight::join`].
@@ -82,6 +87,11 @@ impl Inflight {
         }
     }
 
+    /// How many flights have ended; see the field.
+    pub(crate) fn ended(&self) -> u64 {
+        self.ended.load(Ordering::Acquire)
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.lock().len()
@@ -109,6 +119,7 @@ impl LeaderGuard {
 impl Drop for LeaderGuard {
     fn drop(&mut self) {
         let removed = self.inflight.lock().remove(&self.key);
+        self.inflight.ended.fetch_add(1, Ordering::Release);
         if let (Some(tx), false) = (removed, self.published) {
             tx.send_replace(Slot::Done(None));
         }

@@ -311,6 +311,56 @@ pub fn cache_key_for_request(body: &Value, ns: CacheNamespace, scope: &CacheScop
     key::cache_key(body, ns, scope)
 }
 
+/// The cache key of a request body given as JSON text: the key [`cache_key_for_request`]
+/// gives for the parsed body, computed in one pass over the bytes without building a tree.
+///
+/// This is what [`ResponseCacheLayer`] uses. Object keys are sorted at every depth, strings
+/// are compared unescaped and numbers by value as serde_json reads them (`1` and `1.0`
+/// differ, `1.0` and `1.00` do not), so formatting and key order never change the key. When
+/// an object repeats a key, the last value counts, as when serde_json parses it.
+///
+/// # Errors
+/// serde_json's error when `body` is not one JSON document, or nests deeper than
+/// [`DEFAULT_MAX_JSON_DEPTH`](crate::parsed::DEFAULT_MAX_JSON_DEPTH) levels: the same error
+/// [`ParsedBody::parse`](crate::parsed::ParsedBody::parse) reports for it.
+///
+/// ```
+/// use serde_json::json;
+/// use tower_llm_bridge::cache::{cache_key_for_body, cache_key_for_request, CacheNamespace, CacheScope};
+///
+/// let scope = CacheScope { backend_name: "openai", auth_identity: "tenant-hash" };
+/// let text = br#"{ "model": "m", "messages": [{"role": "user", "content": "caf\u00e9"}], "stream": true }"#;
+/// let tree = json!({"messages": [{"content": "café", "role": "user"}], "model": "m"});
+/// assert_eq!(
+///     cache_key_for_body(text, CacheNamespace::OpenAI, &scope)?,
+///     cache_key_for_request(&tree, CacheNamespace::OpenAI, &scope),
+/// );
+///
+/// let err = cache_key_for_body(b"{\"model\": }", CacheNamespace::OpenAI, &scope).unwrap_err();
+/// assert_eq!(err.to_string(), "expected value at line 1 column 11");
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+pub fn cache_key_for_body(
+    body: &[u8],
+    ns: CacheNamespace,
+    scope: &CacheScope<'_>,
+) -> Result<String, serde_json::Error> {
+    key::cache_key_or_error(body, ns, scope, crate::parsed::DEFAULT_MAX_JSON_DEPTH)
+}
+
+/// The one-pass key alone, without the tree-based fallback [`cache_key_for_body`] takes on a
+/// body it refuses: `None` when the tokenizer refused the body. For tests and fuzzing, which
+/// compare it with [`cache_key_for_request`] and serde_json's verdict.
+#[doc(hidden)]
+pub fn cache_key_for_body_unchecked(
+    body: &[u8],
+    ns: CacheNamespace,
+    scope: &CacheScope<'_>,
+    max_depth: usize,
+) -> Option<String> {
+    key::cache_key_bytes(body, ns, scope, max_depth).ok()
+}
+
 /// Reads the optional `cache_ttl_secs` field of a request body.
 ///
 /// - `Ok(None)`: absent or `null` (use the default TTL);

@@ -18,9 +18,7 @@ use super::fanout::{Fanout, Recording};
 use super::future::ResponseFuture;
 use super::inflight::{Join, Joined, LeaderGuard};
 use super::layer::{Config, ResponseCacheLayer};
-use super::{
-    CacheBackend, CacheEntry, CacheNamespace, CacheScope, CallerIdentity, cache_key_for_request,
-};
+use super::{CacheBackend, CacheEntry, CacheNamespace, CacheScope, CallerIdentity, key};
 use crate::BoxError;
 use crate::error::ApiError;
 use crate::parsed::{ParsedBody, collect_limited};
@@ -201,10 +199,18 @@ where
             backend_name: &config.backend_name,
             auth_identity: identity.as_str(),
         };
-        // The key is still computed from a tree here (a second parse of the bytes).
-        let json = parsed.to_value();
+        // From the bytes, in one pass: no tree. They were validated above with the same
+        // depth limit, so this cannot fail; if it did, it would fail as that check does.
+        let key = match key::cache_key_or_error(parsed.bytes(), ns, &scope, config.max_json_depth) {
+            Ok(key) => key,
+            Err(err) => {
+                let err =
+                    ApiError::invalid_request(format!("request body is not valid JSON: {err}"));
+                return Ok(error_response(ns, err));
+            }
+        };
         Some(Plan {
-            key: cache_key_for_request(&json, ns, &scope),
+            key,
             model: parsed
                 .str_field("model")
                 .map(Cow::into_owned)
@@ -225,12 +231,23 @@ where
     let mut guard = None;
     if !directives.no_cache {
         let codec = codec.as_deref();
+        let ended = config.inflight.ended();
+        // A hit answers at once, without joining (and then leaving) a flight: no lock, no
+        // channel, no copy of the entry for followers that do not exist.
+        if let Some(entry) = config.backend.get(&plan.key).await
+            && let Some(res) = answer(&plan.key, entry, codec, &parsed)
+        {
+            return Ok(res);
+        }
         // Nothing will be stored with a zero TTL, so there is nothing to wait for either.
         if config.coalesce && plan.ttl_secs > 0 {
             match config.inflight.join(&plan.key) {
                 Join::Leader(mut leader) => {
-                    if let Some(entry) = config.backend.get(&plan.key).await
-                        && let Some(res) = answer(&plan.key, &entry, codec, &parsed)
+                    // A flight that ended since our lookup may have stored the answer (a
+                    // flight ends once its write has landed): only then look again.
+                    if config.inflight.ended() != ended
+                        && let Some(entry) = config.backend.get(&plan.key).await
+                        && let Some(res) = answer(&plan.key, entry.clone(), codec, &parsed)
                     {
                         leader.publish(entry);
                         return Ok(res);
@@ -240,7 +257,7 @@ where
                 Join::Follower(follower) if streaming => {
                     match follower.wait_stream(config.coalesce_wait).await {
                         Some(Joined::Entry(entry)) => {
-                            if let Some(res) = answer(&plan.key, &entry, codec, &parsed) {
+                            if let Some(res) = answer(&plan.key, entry, codec, &parsed) {
                                 return Ok(res);
                             }
                         }
@@ -255,17 +272,13 @@ where
                 }
                 Join::Follower(follower) => {
                     if let Some(entry) = follower.wait(config.coalesce_wait).await
-                        && let Some(res) = answer(&plan.key, &entry, None, &parsed)
+                        && let Some(res) = answer(&plan.key, entry, None, &parsed)
                     {
                         return Ok(res);
                     }
                     // The leader had nothing to share (or was too slow): go ourselves.
                 }
             }
-        } else if let Some(entry) = config.backend.get(&plan.key).await
-            && let Some(res) = answer(&plan.key, &entry, codec, &parsed)
-        {
-            return Ok(res);
         }
     }
 
@@ -394,12 +407,12 @@ where
 /// `codec` for a streaming one. `None` when the entry cannot serve the request.
 fn answer<ResBody, B>(
     key: &str,
-    entry: &CacheEntry,
+    entry: CacheEntry,
     codec: Option<&dyn StreamCodec>,
     request: &ParsedBody,
 ) -> Option<Response<ResponseBody<ResBody, B>>> {
     let Some(codec) = codec else {
-        return Some(hit(key, entry.clone()));
+        return Some(hit(key, entry));
     };
     // The codec API takes the request as a tree: built for a streamed hit only.
     let stream = match codec.render_stream(&entry.response_body, &request.to_value()) {
@@ -413,7 +426,7 @@ fn answer<ResBody, B>(
         key,
         CacheEntry {
             response_body: stream,
-            ..entry.clone()
+            ..entry
         },
     );
     let headers = res.headers_mut();

@@ -403,14 +403,17 @@ where
 /// assert_eq!(headers["x-trace"], "kept");
 /// ```
 pub fn remove_client_credentials(headers: &mut HeaderMap) {
-    headers.remove("x-api-key");
-    headers.remove(header::AUTHORIZATION);
-    let anthropic: Vec<HeaderName> = headers
+    // One pass over the names (a `&str` name would be parsed again on every lookup).
+    let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| name.as_str().starts_with("anthropic-"))
+        .filter(|name| {
+            **name == header::AUTHORIZATION
+                || name.as_str() == "x-api-key"
+                || name.as_str().starts_with("anthropic-")
+        })
         .cloned()
         .collect();
-    for name in anthropic {
+    for name in doomed {
         headers.remove(name);
     }
 }

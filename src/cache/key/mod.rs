@@ -1,5 +1,11 @@
 //! Canonical cache keys, hashed without cloning the request or building a string.
 //!
+//! Two ways in, one encoding: [`cache_key_bytes`] reads the request's JSON text in one pass
+//! ([`bytes`], what the cache layer uses), [`cache_key`] walks a parsed `Value` (the public
+//! [`cache_key_for_request`](super::cache_key_for_request), and the reference the first is
+//! tested against). Both give the same key for the same document, whatever serde_json
+//! features are on.
+//!
 //! The key is `"{prefix}:{hex(sha256(encoding))}"`. The encoding is a prefix-free, injective
 //! serialisation of the request written straight into the hasher:
 //!
@@ -30,6 +36,10 @@ use sha2::{Digest, Sha256};
 
 use super::{CacheNamespace, CacheScope};
 
+mod bytes;
+
+pub(crate) use bytes::Malformed;
+
 /// Top-level request fields that never change the response, so they are not part of the key.
 ///
 /// `stream`/`stream_options` only change the framing (streamed requests are not cached at all),
@@ -46,18 +56,66 @@ const BUF_LEN: usize = 512;
 /// Computes the cache key for `body` (see the module docs for the encoding).
 pub(crate) fn cache_key(body: &Value, ns: CacheNamespace, scope: &CacheScope<'_>) -> String {
     let mut enc = Encoder::new();
-    enc.out.write(VERSION);
-    enc.out.byte(match ns {
-        CacheNamespace::Anthropic => b'A',
-        CacheNamespace::OpenAI => b'O',
-    });
+    start(&mut enc.out, ns);
     match body {
         Value::Object(map) => enc.top_level(map),
         other => enc.value(other),
     }
-    enc.out.str(scope.backend_name);
-    enc.out.str(scope.auth_identity);
-    let digest = enc.out.finish();
+    finish(enc.out, ns, scope)
+}
+
+/// Computes the cache key of the JSON document in `body`, in one pass over the text, without
+/// building a tree: the same key [`cache_key`] gives for the parsed document.
+///
+/// # Errors
+/// [`Malformed`] when `body` is not one JSON document serde_json accepts, or nests deeper
+/// than `max_depth` (see [`cache_key_or_error`] for serde_json's description of it).
+pub(crate) fn cache_key_bytes(
+    body: &[u8],
+    ns: CacheNamespace,
+    scope: &CacheScope<'_>,
+    max_depth: usize,
+) -> Result<String, Malformed> {
+    let mut out = HashWriter::new();
+    start(&mut out, ns);
+    bytes::encode(body, max_depth, &mut out)?;
+    Ok(finish(out, ns, scope))
+}
+
+/// [`cache_key_bytes`], with serde_json's own error (the one a parse of the body reports) when
+/// the text is refused.
+pub(crate) fn cache_key_or_error(
+    body: &[u8],
+    ns: CacheNamespace,
+    scope: &CacheScope<'_>,
+    max_depth: usize,
+) -> Result<String, serde_json::Error> {
+    match cache_key_bytes(body, ns, scope, max_depth) {
+        Ok(key) => Ok(key),
+        Err(Malformed) => {
+            // Off the hot path: only a refused body gets here. Should the tokenizer ever
+            // refuse a document serde_json takes, the key still comes out right, from the tree.
+            let value: Value = crate::parsed::from_slice_max_depth(body, max_depth)?;
+            tracing::warn!("cache key: a document serde_json accepts was refused by the tokenizer");
+            Ok(cache_key(&value, ns, scope))
+        }
+    }
+}
+
+/// The version tag and namespace every key's encoding starts with.
+fn start(out: &mut HashWriter, ns: CacheNamespace) {
+    out.write(VERSION);
+    out.byte(match ns {
+        CacheNamespace::Anthropic => b'A',
+        CacheNamespace::OpenAI => b'O',
+    });
+}
+
+/// Appends the scope, hashes, and formats `prefix:hex`.
+fn finish(mut out: HashWriter, ns: CacheNamespace, scope: &CacheScope<'_>) -> String {
+    out.str(scope.backend_name);
+    out.str(scope.auth_identity);
+    let digest = out.finish();
 
     let prefix = ns.prefix();
     let mut hex = [0u8; 64];
