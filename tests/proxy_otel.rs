@@ -263,6 +263,7 @@ mod export {
             let stream = req.body.get("stream").and_then(|s| s.as_bool()) == Some(true);
             match req.body["messages"][0]["content"].as_str() {
                 Some("prompt-otel-limited") => Reply::error(429, "slow down"),
+                Some("prompt-otel-broken") => Reply::error(500, "upstream broke"),
                 _ if stream => Reply::sse(text_stream(&["Hel", "lo"], "stop", (30, 7))),
                 _ => Reply::json(chat_completion_json("Hello", "stop", usage(100, 20))),
             }
@@ -302,6 +303,13 @@ mod export {
         )
         .await;
         assert_eq!(limited.status, 429);
+        let broken = post_json(
+            &proxy.url("/v1/messages"),
+            &key,
+            &anthropic_request("prompt-otel-broken"),
+        )
+        .await;
+        assert!(broken.status.is_server_error(), "{}", broken.text());
         assert_eq!(get(&proxy.url("/v1/nowhere"), &key).await.status, 404);
 
         proxy.stop().await;
@@ -336,6 +344,7 @@ mod export {
                 "prompt-otel-alpha",
                 "prompt-otel-beta",
                 "prompt-otel-limited",
+                "prompt-otel-broken",
                 "Hello",
             ] {
                 assert!(
@@ -367,12 +376,12 @@ mod export {
             }
         }
         // One span per request, the request span only (nothing from the layers below).
-        assert_eq!(spans.len(), 4, "{spans:#?}");
+        assert_eq!(spans.len(), 5, "{spans:#?}");
         let messages: Vec<&Span> = spans
             .iter()
             .filter(|s| s.name == "POST /v1/messages")
             .collect();
-        assert_eq!(messages.len(), 3, "{spans:#?}");
+        assert_eq!(messages.len(), 4, "{spans:#?}");
         for span in &messages {
             assert_eq!(span.kind, SpanKind::Server as i32, "{span:#?}");
             let a = &span.attributes;
@@ -423,6 +432,18 @@ mod export {
             !limited[0]
                 .attributes
                 .contains_key("gen_ai.usage.input_tokens")
+        );
+        // A server error is.
+        let broken: Vec<&&Span> = messages
+            .iter()
+            .filter(|s| s.attributes["http.response.status_code"].starts_with("i:5"))
+            .collect();
+        assert_eq!(broken.len(), 1, "{messages:#?}");
+        assert_eq!(
+            broken[0].status,
+            StatusCode::Error as i32,
+            "{:#?}",
+            broken[0]
         );
         // A path no route knows names the span by its method alone.
         let nowhere = spans.iter().find(|s| s.name == "GET").expect("GET span");

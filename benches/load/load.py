@@ -8,6 +8,9 @@
                                           (with KEY as x-api-key),
                                           wait until every one has its first event, print
                                           the proxy's VmRSS, close them all
+    load.py requests URL BODY N [KEY]     POST BODY to URL N times, one after another on one
+                                          keep-alive connection (x-api-key KEY); fail on any
+                                          status but 200
     load.py table RESULTS                 print issue 16's goals table (medians of the runs,
                                           the per-run figures, every measurement)
     load.py selftest                      check the table's arithmetic on made-up figures
@@ -451,6 +454,25 @@ async def streams(url, n, pid, key=None):
     print(f"RESULT open={len(opened)} of={n} rss_kb={peak} seconds={elapsed:.1f}{reason}")
 
 
+def requests(url, body_file, n, key=None):
+    import http.client
+    host, _, port = url.removeprefix("http://").partition("/")[0].partition(":")
+    path = "/" + url.removeprefix("http://").partition("/")[2]
+    with open(body_file, "rb") as f:
+        body = f.read()
+    headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
+    if key:
+        headers["x-api-key"] = key
+    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+    for _ in range(n):
+        conn.request("POST", path, body, headers)
+        answer = conn.getresponse()
+        data = answer.read()
+        if answer.status != 200:
+            sys.exit(f"load.py requests: {answer.status} {data[:300]!r}")
+    conn.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # The table
 # ---------------------------------------------------------------------------------------------
@@ -728,6 +750,8 @@ def main(argv):
         asyncio.run(drip(int(argv[2])))
     elif cmd == "streams":
         asyncio.run(streams(argv[2], int(argv[3]), int(argv[4]), *argv[5:6]))
+    elif cmd == "requests":
+        requests(argv[2], argv[3], int(argv[4]), *argv[5:6])
     elif cmd == "table":
         table(argv[2])
     elif cmd == "selftest":

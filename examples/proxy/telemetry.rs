@@ -77,8 +77,16 @@ pub fn init_tracing(config: &Config, runtime: &Handle) -> Result<Tracing, BoxErr
             .with(spans)
             .try_init()?;
         if let Some(settings) = &config.otlp {
+            let url = &settings.traces_endpoint;
             info!(
-                endpoint = %settings.traces_endpoint,
+                // Without a user:password@ the URL might carry.
+                endpoint = %format_args!(
+                    "{}://{}{}{}",
+                    url.scheme_str().unwrap_or("http"),
+                    url.host().unwrap_or_default(),
+                    url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                    url.path()
+                ),
                 from = settings.source,
                 service = %settings.service_name,
                 "OTLP: request spans exported (http/protobuf)"
