@@ -214,10 +214,12 @@ impl ParsedBody {
     /// ```
     pub fn str_field(&self, name: &str) -> Option<Cow<'_, str>> {
         let raw = self.field(name)?;
-        if raw.first() != Some(&b'"') {
-            return None;
+        let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+        if memchr::memchr(b'\\', inner).is_none() {
+            // Checked UTF-8 when parsed; no escapes: the text is the value.
+            return std::str::from_utf8(inner).ok().map(Cow::Borrowed);
         }
-        serde_json::from_slice(raw).ok()
+        serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
     }
 
     /// Top-level field `name` when it is a boolean.

@@ -235,7 +235,7 @@ impl<'de> Visitor<'de> for NodeSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
         let inner = self.deeper()?;
         let mut fields = Vec::new();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = map.next_key_seed(StrSeed)? {
             let value = if is_verbatim(&key) {
                 Node::Raw(map.next_value::<&'de RawValue>()?)
             } else {
@@ -244,6 +244,38 @@ impl<'de> Visitor<'de> for NodeSeed {
             fields.push((key, value));
         }
         Ok(Node::Object(Object(fields)))
+    }
+}
+
+/// Deserializes a string borrowed from the input unless it holds escapes (serde's own
+/// `Cow<str>` always copies).
+struct StrSeed;
+
+impl<'de> DeserializeSeed<'de> for StrSeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Cow<'de, str>, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrSeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(value))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(value))
     }
 }
 
@@ -332,6 +364,11 @@ mod tests {
         };
         let content = messages[0].as_object().and_then(|m| m.get("content"));
         assert!(matches!(content, Some(Node::Str(Cow::Owned(text))) if text == "a\nb"));
+        let message = messages[0].as_object().expect("object");
+        assert!(
+            message.0.iter().all(|(key, _)| matches!(key, Cow::Borrowed(_))),
+            "keys without escapes are borrowed"
+        );
         let role = messages[0].as_object().and_then(|m| m.get("role"));
         assert!(matches!(role, Some(Node::Str(Cow::Borrowed("user")))));
     }
