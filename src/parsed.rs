@@ -524,6 +524,24 @@ fn scan(bytes: &[u8], max_depth: usize) -> Option<Option<Vec<Field>>> {
     }
 }
 
+/// Whether `bytes` hold a byte below `0x20`, eight bytes at a time.
+fn has_control(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const SPACES: u64 = ONES * 0x20;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_ne_bytes(word);
+        // A byte under 0x20 borrows when 0x20 is subtracted and had its high bit clear.
+        if word.wrapping_sub(SPACES) & !word & HIGH != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b < 0x20)
+}
+
 struct Cursor<'b> {
     bytes: &'b [u8],
     at: usize,
@@ -565,7 +583,7 @@ impl Cursor<'_> {
             let rest = self.bytes.get(self.at..)?;
             let found = memchr::memchr2(b'"', b'\\', rest)?;
             // JSON strings hold no raw control characters.
-            if rest.get(..found)?.iter().any(|&b| b < 0x20) {
+            if has_control(rest.get(..found)?) {
                 return None;
             }
             self.at += found;
@@ -1445,6 +1463,36 @@ mod tests {
             err.message(),
             "request body arrived too slowly: 9 bytes in 10000 ms, below the minimum of 16384 bytes/s"
         );
+    }
+
+    #[test]
+    fn control_bytes_are_found_at_every_position() {
+        for len in 0..20 {
+            let clean = vec![b'a'; len];
+            assert!(!has_control(&clean));
+            assert!(!has_control(&vec![0x20; len]));
+            assert!(!has_control(&vec![0xff; len]));
+            assert!(!has_control(&vec![0x80; len]));
+            for at in 0..len {
+                for bad in [0x00, 0x01, 0x0a, 0x1f] {
+                    let mut bytes = clean.clone();
+                    bytes[at] = bad;
+                    assert!(has_control(&bytes), "{len} {at} {bad}");
+                    // Neighbours that could hide a borrow in a carry.
+                    bytes
+                        .iter_mut()
+                        .filter(|b| **b == b'a')
+                        .for_each(|b| *b = 0x20);
+                    assert!(has_control(&bytes), "{len} {at} {bad}");
+                }
+            }
+        }
+        for byte in 0..=255u8 {
+            assert_eq!(has_control(&[byte; 9]), byte < 0x20, "{byte}");
+            let mut word = [b'q'; 8];
+            word[5] = byte;
+            assert_eq!(has_control(&word), byte < 0x20, "{byte}");
+        }
     }
 
     /// The one-pass scan never accepts what serde_json's reader refuses, indexes the same

@@ -366,7 +366,10 @@ mod tests {
         assert!(matches!(content, Some(Node::Str(Cow::Owned(text))) if text == "a\nb"));
         let message = messages[0].as_object().expect("object");
         assert!(
-            message.0.iter().all(|(key, _)| matches!(key, Cow::Borrowed(_))),
+            message
+                .0
+                .iter()
+                .all(|(key, _)| matches!(key, Cow::Borrowed(_))),
             "keys without escapes are borrowed"
         );
         let role = messages[0].as_object().and_then(|m| m.get("role"));
