@@ -70,3 +70,58 @@ fn targets_reject_broken_invariants() {
     });
     assert!(bad.is_err(), "two terminal events are caught");
 }
+
+/// The checks of the newer targets catch what they are there for.
+#[test]
+fn newer_targets_reject_broken_invariants() {
+    // responses_stream: a stop sequence shown in a text block, a usage that is not the
+    // message_delta's.
+    let text_with = |text: &str| {
+        serde_json::json!([
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+        ])
+    };
+    common::check_stop_sequences_for_test(&text_with("EN"), true);
+    let bad = std::panic::catch_unwind(|| {
+        common::check_stop_sequences_for_test(&text_with("xENDx"), true)
+    });
+    assert!(bad.is_err(), "a stop sequence in the text is caught");
+    let bad = std::panic::catch_unwind(|| common::check_reported_usage_for_test(1, 2));
+    assert!(
+        bad.is_err(),
+        "a usage other than the message_delta's is caught"
+    );
+    common::check_reported_usage_for_test(2, 2);
+
+    // stream_codec: a clean stream records, a cut one does not; the error event is refused.
+    let stream = b"\x00\x00event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"type\":\"message\",\"content\":[],\"usage\":{\"output_tokens\":1}}}\n\nevent: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    common::stream_codec(stream);
+    assert!(
+        common::records_for_test(&stream[2..]),
+        "a clean stream is recorded"
+    );
+    assert!(
+        !common::records_for_test(&stream[2..stream.len() - 20]),
+        "a cut stream is not"
+    );
+
+    // config_file: the example file is a configuration; an error without the file's name
+    // or with a line past the end is caught.
+    let example = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/proxy.example.toml"
+    ))
+    .expect("example file");
+    common::config_file(&example);
+    common::check_config_error_for_test(b"a\nb", "fuzz.toml:2: a: why");
+    for message in [
+        "other.toml:1: a: why",
+        "fuzz.toml:3: a: why",
+        "fuzz.toml:no line",
+    ] {
+        let bad =
+            std::panic::catch_unwind(|| common::check_config_error_for_test(b"a\nb", message));
+        assert!(bad.is_err(), "{message} is caught");
+    }
+}

@@ -1118,3 +1118,95 @@ fn assert_only_a_400_counted(c: &BTreeMap<String, u64>) {
         "{c:?}"
     );
 }
+
+/// A request a layer refuses after reading its body (validation, `cache_ttl_secs`) still
+/// counts under the model it named, folded by the same rule as any other: the slot is filled
+/// as soon as the body is parsed, before the checks.
+#[tokio::test]
+async fn refused_requests_keep_the_model_they_named() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower_llm_bridge::passthrough::AnthropicPassthroughLayer;
+
+    let calls = Arc::new(AtomicUsize::new(0));
+    let request = |body: &str| {
+        Request::post("/v1/messages")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .expect("request")
+    };
+    let refused = [
+        // An unknown block type: the translator's validation.
+        (
+            r#"{"model":"claude-sonnet-4-5","max_tokens":8,"messages":[{"role":"user","content":[{"type":"bogus"}]}]}"#,
+            "claude-sonnet-4-5",
+        ),
+        // No max_tokens, a dated snapshot of a known name: folded to it.
+        (
+            r#"{"model":"claude-sonnet-4-5-20250929","messages":[{"role":"user","content":"hi"}]}"#,
+            "claude-sonnet-4-5",
+        ),
+        // An invalid cache_ttl_secs and a name nobody configured: "other".
+        (
+            r#"{"model":"my-private-finetune","max_tokens":8,"cache_ttl_secs":-1,"messages":[{"role":"user","content":"hi"}]}"#,
+            "other",
+        ),
+        // No model at all: "".
+        (
+            r#"{"max_tokens":8,"messages":[{"role":"user","content":"hi"}]}"#,
+            "",
+        ),
+    ];
+
+    // The chat translation alone (no cache in front to read the model first).
+    for (body, label) in refused {
+        let (layer, snap) = new_layer();
+        let counter = Arc::clone(&calls);
+        let res = ServiceBuilder::new()
+            .layer(layer)
+            .layer(AnthropicToOpenAiLayer::new().model_map(ModelMap::new().default_model("gpt-4o")))
+            .service_fn(move |req: Request<Either<Full<Bytes>, Full<Bytes>>>| {
+                counter.fetch_add(1, Ordering::SeqCst);
+                openai(req.map(|b| match b {
+                    Either::Left(l) => Either::Left(l),
+                    Either::Right(r) => Either::Right(Either::Left(r)),
+                }))
+            })
+            .oneshot(request(body))
+            .await
+            .expect("response");
+        assert_eq!(res.status(), 400, "{body}");
+        res.into_body().collect().await.expect("body");
+        let c = counters(&snapshot(&snap));
+        assert_eq!(
+            c.get(&format!(
+                "llm_bridge_requests_total{{route=messages,status=400,model={label}}}"
+            )),
+            Some(&1),
+            "{body}: {c:?}"
+        );
+    }
+
+    // The Anthropic passthrough: its cache_ttl_secs check comes after the model is read.
+    let (layer, snap) = new_layer();
+    let counter = Arc::clone(&calls);
+    let res = ServiceBuilder::new()
+        .layer(layer)
+        .layer(AnthropicPassthroughLayer::new())
+        .service_fn(move |_req: Request<Either<Full<Bytes>, Full<Bytes>>>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Infallible>(Response::new(full(ANTHROPIC_JSON))) }
+        })
+        .oneshot(request(
+            r#"{"model":"claude-sonnet-4-5","max_tokens":8,"cache_ttl_secs":"soon","messages":[]}"#,
+        ))
+        .await
+        .expect("response");
+    assert_eq!(res.status(), 400);
+    res.into_body().collect().await.expect("body");
+    let c = counters(&snapshot(&snap));
+    assert_eq!(
+        c.get("llm_bridge_requests_total{route=messages,status=400,model=claude-sonnet-4-5}"),
+        Some(&1),
+        "{c:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "no backend was called");
+}

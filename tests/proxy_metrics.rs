@@ -289,3 +289,38 @@ async fn metrics_after_known_traffic() {
     );
     proxy.stop().await;
 }
+
+/// With the cache off, the router refuses an invalid `cache_ttl_secs` itself; that request
+/// and the translator's refusals still count under the model they named (folded).
+#[tokio::test]
+async fn refused_requests_count_under_their_model() {
+    let mock = MockUpstream::start().await;
+    let proxy = start_for(&mock, &[("CACHE_ENABLED", "false")]).await;
+    let mut bad_ttl = anthropic_request("ttl");
+    bad_ttl["cache_ttl_secs"] = json!(-5);
+    let mut no_max_tokens = anthropic_request("no max_tokens");
+    no_max_tokens["model"] = json!("claude-sonnet-4-5-20250929");
+    no_max_tokens
+        .as_object_mut()
+        .expect("object")
+        .remove("max_tokens");
+    let mut unknown = anthropic_request("unknown");
+    unknown["model"] = json!("my-private-finetune-8");
+    unknown["cache_ttl_secs"] = json!("soon");
+    for body in [&bad_ttl, &no_max_tokens, &unknown] {
+        let answer = post_json(&proxy.url("/v1/messages"), &[], body).await;
+        assert_eq!(answer.status, 400, "{}", answer.text());
+    }
+    let (_, s) = parse(&get(&proxy.url("/metrics"), &[]).await.text());
+    let requests = |model: &str| {
+        value(
+            &s,
+            "llm_bridge_requests_total",
+            &[("route", "messages"), ("status", "400"), ("model", model)],
+        )
+    };
+    assert_eq!(requests("claude-sonnet-4-5"), 2.0);
+    assert_eq!(requests("other"), 1.0);
+    assert_eq!(mock.calls(), 0);
+    proxy.stop().await;
+}

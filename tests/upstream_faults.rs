@@ -259,6 +259,17 @@ fn http_response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
     bytes
 }
 
+/// A `200` with `body` and no `content-type` at all.
+fn untyped_200(body: &[u8]) -> Vec<u8> {
+    let mut bytes = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
 /// A response head with a `content-length` larger than what will be sent.
 fn short_body(declared: usize, content_type: &str, sent: &[u8]) -> Vec<u8> {
     let mut bytes = format!(
@@ -567,6 +578,54 @@ fn fault_cases() -> Vec<FaultCase> {
             stream: true,
             expected: Expected::Error(502, "api_error"),
             within: quick,
+        },
+        // A 200 without any content type is judged by its first bytes: an event stream goes
+        // on, anything else is a 502 before any SSE byte.
+        FaultCase {
+            name: "200 without a content type, a whole JSON completion (stream)",
+            fault: send(
+                untyped_200(br#"{"choices":[{"message":{"content":"Hello"},"finish_reason":"stop"}]}"#),
+                After::Close,
+            ),
+            stream: true,
+            expected: Expected::Error(502, "api_error"),
+            within: quick,
+        },
+        FaultCase {
+            name: "200 without a content type, an empty body (stream)",
+            fault: send(untyped_200(b""), After::Close),
+            stream: true,
+            expected: Expected::Error(502, "api_error"),
+            within: quick,
+        },
+        FaultCase {
+            name: "200 without a content type, an event stream (stream)",
+            fault: send(untyped_200(minimal), After::Close),
+            stream: true,
+            expected: Expected::StreamOk,
+            within: quick,
+        },
+        FaultCase {
+            name: "200 without a content type, an event stream dripped a byte per 25 ms (stream)",
+            fault: Fault::Drip {
+                head: b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_vec(),
+                body: minimal.to_vec(),
+                every: Duration::from_millis(25),
+                then: After::Close,
+            },
+            stream: true,
+            expected: Expected::StreamOk,
+            within: Duration::from_secs(6),
+        },
+        FaultCase {
+            name: "200 without a content type, then silence (stream)",
+            fault: send(
+                b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n".to_vec(),
+                After::Hang,
+            ),
+            stream: true,
+            expected: Expected::Error(504, "timeout_error"),
+            within: timed,
         },
         // SSE comments keep a stream alive for the idle timeout, not past STREAM_MAX_SECS.
         FaultCase {

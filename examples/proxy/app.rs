@@ -395,11 +395,17 @@ pub struct LogSpan;
 impl<B> MakeSpan<B> for LogSpan {
     fn make_span(&mut self, req: &Request<B>) -> Span {
         // The GenAI fields (OpenTelemetry semantic conventions) are recorded by the metrics
-        // layer when the request is over.
+        // layer when the request is over. `otel.*` name the span, its kind and status when
+        // it is exported (the `otel` feature): "POST /v1/messages", a server span.
+        let path = req.uri().path();
         tracing::debug_span!(
             "request",
             method = %req.method(),
-            path = %req.uri().path(),
+            path = %path,
+            otel.name = %SpanName(req.method(), path),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
             gen_ai.operation.name = tracing::field::Empty,
             gen_ai.request.model = tracing::field::Empty,
             gen_ai.response.model = tracing::field::Empty,
@@ -409,6 +415,21 @@ impl<B> MakeSpan<B> for LogSpan {
             llm_bridge.cache = tracing::field::Empty,
             llm_bridge.time_to_first_token_ms = tracing::field::Empty,
         )
+    }
+}
+
+/// `{method} {route}` as OpenTelemetry's HTTP conventions name a server span: the route
+/// template, never a path a client made up (those are `{method}` alone).
+struct SpanName<'a>(&'a http::Method, &'a str);
+
+impl std::fmt::Display for SpanName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let route = match tower_llm_bridge::metrics::Route::of(self.1) {
+            tower_llm_bridge::metrics::Route::Other => return write!(f, "{}", self.0),
+            tower_llm_bridge::metrics::Route::Models if self.1 != "/v1/models" => "/v1/models/{id}",
+            _ => self.1,
+        };
+        write!(f, "{} {route}", self.0)
     }
 }
 

@@ -272,7 +272,21 @@ Environment only (secrets; never on the command line, never logged):
   PROXY_API_KEYS
       comma list of keys clients must send (x-api-key or Authorization: Bearer)
   REDIS_URL
-      shared Redis cache tier, e.g. redis://127.0.0.1:6379 (may hold a password)";
+      shared Redis cache tier, e.g. redis://127.0.0.1:6379 (may hold a password)
+
+OpenTelemetry (spans over OTLP/HTTP protobuf; a build with --features otel):
+  OTEL_EXPORTER_OTLP_ENDPOINT
+      collector base URL, e.g. http://127.0.0.1:4318 (spans go to <url>/v1/traces)
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+      full traces URL instead
+  OTEL_EXPORTER_OTLP_HEADERS
+      key=value,... sent to the collector (URL-encoded values; may hold a token)
+  OTEL_EXPORTER_OTLP_TIMEOUT
+      milliseconds per export (default 10000)
+  OTEL_SERVICE_NAME
+      service.name of the spans (default llm-bridge)
+  OTEL_SDK_DISABLED
+      true: no export";
 
 /// The declared command with the environment variables detached: values are looked up through
 /// the `env` function given to [`Config::from_sources`] (tests pass their own), not by clap.
@@ -418,6 +432,19 @@ impl Config {
         args: impl IntoIterator<Item = String>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Command, ConfigError> {
+        Self::from_sources_reading(args, env, |path| std::fs::read_to_string(path))
+    }
+
+    /// [`Config::from_sources`] with the configuration file read by `read_file(path)`, so
+    /// that the fuzz target and tests hand the file's text in without a file system.
+    ///
+    /// # Errors
+    /// As [`Config::from_sources`].
+    pub fn from_sources_reading(
+        args: impl IntoIterator<Item = String>,
+        env: impl Fn(&str) -> Option<String>,
+        read_file: impl Fn(&str) -> std::io::Result<String>,
+    ) -> Result<Command, ConfigError> {
         let argv = std::iter::once("proxy".to_owned()).chain(args);
         let matches = match parser().try_get_matches_from(argv) {
             Ok(matches) => matches,
@@ -435,7 +462,7 @@ impl Config {
         };
         if let Some((_, path)) = sources.get("config", args.config.as_ref()) {
             let path = path.trim().to_owned();
-            let text = std::fs::read_to_string(&path)
+            let text = read_file(&path)
                 .map_err(|err| ConfigError(format!("{path}: cannot read the file: {err}")))?;
             let settings: Vec<&str> = sources
                 .declared
@@ -598,6 +625,7 @@ impl Config {
                     .map_err(|_| "not a whole number of seconds".to_owned())
             },
         )?);
+        let otlp = otlp_settings(s)?;
         let routing = s.file.as_ref().and_then(|file| file.routing.clone());
         let cache = CacheSettings {
             enabled: s.parse("cache_enabled", &args.cache_enabled, boolean)?,
@@ -654,6 +682,7 @@ impl Config {
             cache,
             routing,
             cool_down,
+            otlp,
         })
     }
 }
@@ -832,6 +861,171 @@ pub struct Config {
     pub routing: Option<Routing>,
     /// How long a failed backend is skipped while another target of its route is available.
     pub cool_down: Duration,
+    /// Where spans are exported over OTLP (the standard `OTEL_*` variables); `None` when no
+    /// endpoint is set. Used by builds with the `otel` feature; others warn once.
+    pub otlp: Option<OtlpSettings>,
+}
+
+/// The OTLP/HTTP exporter's settings, from the OpenTelemetry SDK's standard variables.
+#[derive(Clone, Debug)]
+pub struct OtlpSettings {
+    /// The URL spans are posted to: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as is, or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`.
+    pub traces_endpoint: Uri,
+    /// Which variable named it (for the startup log).
+    pub source: &'static str,
+    /// Headers sent with every export (`OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else
+    /// `OTEL_EXPORTER_OTLP_HEADERS`), values decoded; they may carry a collector token.
+    pub headers: Vec<(String, Secret)>,
+    /// The longest one export may take (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`, milliseconds; 10 s).
+    pub timeout: Duration,
+    /// `service.name`: `OTEL_SERVICE_NAME`, else a `service.name` in
+    /// `OTEL_RESOURCE_ATTRIBUTES`, else `llm-bridge`.
+    pub service_name: String,
+}
+
+/// The signal-specific variable if set, else the general one: the SDK's precedence.
+fn otel_var(s: &Sources<'_>, what: &str) -> Option<(&'static str, String)> {
+    let (specific, general): (&'static str, &'static str) = match what {
+        "ENDPOINT" => (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ),
+        "HEADERS" => (
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        ),
+        "TIMEOUT" => (
+            "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+            "OTEL_EXPORTER_OTLP_TIMEOUT",
+        ),
+        _ => (
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ),
+    };
+    s.var(specific)
+        .map(|v| (specific, v))
+        .or_else(|| s.var(general).map(|v| (general, v)))
+}
+
+/// The OTLP settings, `None` without an endpoint or with `OTEL_SDK_DISABLED=true`.
+fn otlp_settings(s: &Sources<'_>) -> Result<Option<OtlpSettings>, ConfigError> {
+    let Some((source, endpoint)) = otel_var(s, "ENDPOINT") else {
+        return Ok(None);
+    };
+    if s.var("OTEL_SDK_DISABLED")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    {
+        return Ok(None);
+    }
+    let endpoint = endpoint.trim();
+    let url = if source == "OTEL_EXPORTER_OTLP_ENDPOINT" {
+        format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+    } else {
+        endpoint.to_owned()
+    };
+    let traces_endpoint = url
+        .parse::<Uri>()
+        .ok()
+        .filter(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some()
+        })
+        .ok_or_else(|| {
+            let why = "not a URL such as http://127.0.0.1:4318";
+            // A URL with user:password@ is not repeated into logs.
+            if endpoint.contains('@') {
+                ConfigError(format!("{source}: {why}"))
+            } else {
+                bad(source, endpoint, why)
+            }
+        })?;
+    if let Some((name, protocol)) = otel_var(s, "PROTOCOL")
+        && protocol.trim() != "http/protobuf"
+    {
+        return Err(bad(
+            name,
+            &protocol,
+            "this proxy exports OTLP over http/protobuf only",
+        ));
+    }
+    let headers = match otel_var(s, "HEADERS") {
+        None => Vec::new(),
+        Some((name, value)) => {
+            otlp_headers(&value).map_err(|why| ConfigError(format!("{name}: {why}")))?
+        }
+    };
+    let timeout = match otel_var(s, "TIMEOUT") {
+        None => Duration::from_secs(10),
+        Some((name, value)) => Duration::from_millis(
+            positive_integer(&value, u64::from(u32::MAX)).map_err(|why| bad(name, &value, &why))?,
+        ),
+    };
+    let service_name = s
+        .var("OTEL_SERVICE_NAME")
+        .map(|v| v.trim().to_owned())
+        .or_else(|| {
+            s.var("OTEL_RESOURCE_ATTRIBUTES").and_then(|attributes| {
+                attributes.split(',').find_map(|pair| {
+                    let (key, value) = pair.split_once('=')?;
+                    (key.trim() == "service.name").then(|| percent_decode(value.trim()))?
+                })
+            })
+        })
+        .unwrap_or_else(|| "llm-bridge".to_owned());
+    Ok(Some(OtlpSettings {
+        traces_endpoint,
+        source,
+        headers,
+        timeout,
+        service_name,
+    }))
+}
+
+/// `k=v,k2=v2` with URL-encoded values (the W3C baggage format the OTLP variables use). The
+/// values may be credentials: errors say which entry, never what it holds.
+fn otlp_headers(value: &str) -> Result<Vec<(String, Secret)>, String> {
+    let mut headers = Vec::new();
+    for (index, entry) in value.split(',').enumerate() {
+        if entry.trim().is_empty() {
+            continue;
+        }
+        let (name, value) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("entry {} is not key=value", index + 1))?;
+        let name = name.trim().to_ascii_lowercase();
+        let value = percent_decode(value.trim())
+            .ok_or_else(|| format!("the value of {name:?} is not URL-encoded UTF-8"))?;
+        if http::HeaderName::try_from(name.as_str()).is_err() {
+            return Err(format!("entry {} is not a header name", index + 1));
+        }
+        if HeaderValue::try_from(value.as_str()).is_err() {
+            return Err(format!(
+                "the value of {name:?} has characters not allowed in a header"
+            ));
+        }
+        headers.push((name, Secret(value)));
+    }
+    Ok(headers)
+}
+
+/// Decodes `%XX` escapes; `None` when one is malformed or the result is not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 impl Config {

@@ -30,7 +30,8 @@
 //! | `auth.rs` | proxy keys: which credential a client presented, constant-time comparison |
 //! | `models.rs` | the model list behind `/v1/models` |
 //! | `upstream.rs` | the pooled HTTP client to the backend ([`Upstream`]) |
-//! | `telemetry.rs` | metrics (`GET /metrics`), the log line per request, OTLP spans (`otel`) |
+//! | `telemetry.rs` | metrics (`GET /metrics`), the log line per request, the tracing subscriber |
+//! | `otlp.rs` | with the `otel` feature: the request spans exported over OTLP/HTTP |
 //! | `server.rs` | the accept loop ([`serve`]): HTTP/1.1 + h2, header timeouts, graceful shutdown |
 //! | `main.rs` | reads the configuration, starts the runtime, waits for Ctrl-C or SIGTERM |
 
@@ -39,6 +40,8 @@ mod auth;
 mod config;
 mod config_file;
 mod models;
+#[cfg(feature = "otel")]
+mod otlp;
 mod router;
 mod server;
 mod telemetry;
@@ -51,9 +54,12 @@ use tracing::{info, warn};
 
 pub use app::{App, ProxyBody, app};
 pub use auth::constant_time_eq;
-pub use config::{CacheSettings, Command, Config, ConfigError, Secret, UpstreamUrl, Wire};
+pub use config::{
+    CacheSettings, Command, Config, ConfigError, OtlpSettings, Secret, UpstreamUrl, Wire,
+};
 pub use router::Router;
 pub use server::{serve, tune_accepted};
+pub use telemetry::{Tracing, init_tracing, warn_without_otel};
 pub use upstream::Upstream;
 
 // glibc's malloc spends ~30% of a Claude-Code-sized request in malloc/free (freeing a
@@ -76,10 +82,6 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log_filter))
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
     // Parsing, walking and dropping JSON costs stack per nesting level (up to ~2 KiB in a
     // debug build): give the workers room for MAX_JSON_DEPTH (512 fits tokio's 2 MiB).
     let stack = (config.max_json_depth * 4096).max(2 << 20);
@@ -94,6 +96,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tracing = match init_tracing(&config, runtime.handle()) {
+        Ok(tracing) => tracing,
+        Err(err) => {
+            eprintln!("proxy: cannot set up tracing: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = runtime.block_on(async {
         let listener = TcpListener::bind(config.listen)
             .await
@@ -102,6 +111,8 @@ fn main() -> ExitCode {
             .await
             .map_err(|err| err.to_string())
     });
+    // The runtime still runs here: the last spans are exported on it.
+    tracing.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -195,7 +195,11 @@ impl Router {
                 match read_body(body, &self.shared).await {
                     Ok(bytes) => {
                         let bytes = if self.shared.strip_cache_ttl {
-                            match strip_cache_ttl(&bytes, self.shared.max_json_depth) {
+                            match strip_cache_ttl(
+                                &bytes,
+                                self.shared.max_json_depth,
+                                &parts.extensions,
+                            ) {
                                 Ok(Some(parsed)) => {
                                     let stripped = parsed.bytes().clone();
                                     // Parsed here: the layers take it from the extensions.
@@ -295,13 +299,19 @@ where
 /// unparsed (`None`: the layers parse them once); a body that carries it is parsed here once
 /// and handed on as the [`ParsedBody`] the layers take from the extensions, so nothing parses
 /// it again. A body that is not JSON is left for the layers to refuse.
-fn strip_cache_ttl(bytes: &Bytes, max_json_depth: usize) -> Result<Option<ParsedBody>, ApiError> {
+fn strip_cache_ttl(
+    bytes: &Bytes,
+    max_json_depth: usize,
+    extensions: &Extensions,
+) -> Result<Option<ParsedBody>, ApiError> {
     if memchr::memmem::find(bytes, b"cache_ttl_secs").is_none() {
         return Ok(None);
     }
     let Ok(parsed) = ParsedBody::parse_max_depth(bytes.clone(), max_json_depth) else {
         return Ok(None);
     };
+    // For the metrics' model label, also when the value is refused just below.
+    ModelSlot::note_parsed(extensions, &parsed);
     parsed.cache_ttl_secs().map_err(ApiError::invalid_request)?;
     if parsed.field("cache_ttl_secs").is_none() {
         // The name was elsewhere (a prompt, a nested object): hand the parse on anyway.

@@ -5,14 +5,113 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::runtime::Handle;
 use tower_llm_bridge::BoxError;
 use tower_llm_bridge::metrics::{
     Completed, DURATION_BUCKETS, End, MetricsLayer, ModelLabels, TTFT_BUCKETS, names,
 };
-use tracing::info;
+use tracing::{info, warn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use super::config::Config;
 use super::models::model_list;
+
+/// The process's tracing: the log lines, and with the `otel` feature the request spans sent
+/// over OTLP. Call [`Tracing::shutdown`] once the server has stopped.
+#[must_use = "shutdown sends the spans still buffered"]
+pub struct Tracing {
+    #[cfg(feature = "otel")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Tracing {
+    /// Sends the spans still buffered (bounded: at most five seconds), then stops exporting.
+    /// Blocks the calling thread while the export runs on the runtime given to
+    /// [`init_tracing`]: call it outside that runtime's workers (or in `spawn_blocking`).
+    pub fn shutdown(self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider
+            && let Err(err) = provider.shutdown_with_timeout(Duration::from_secs(5))
+        {
+            warn!(%err, "OTLP: spans still buffered at shutdown may be lost");
+        }
+    }
+}
+
+/// Installs the global subscriber: log lines on stdout filtered by `LOG_LEVEL`, and, when the
+/// build has the `otel` feature and [`Config::otlp`] is set, the request spans (with their
+/// GenAI attributes) exported over OTLP, whatever `LOG_LEVEL` says. Exports run on `runtime`.
+///
+/// # Errors
+/// When a global subscriber is installed already, or the exporter cannot be built.
+pub fn init_tracing(config: &Config, runtime: &Handle) -> Result<Tracing, BoxError> {
+    let logs = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_filter(EnvFilter::new(&config.log_filter));
+    #[cfg(feature = "otel")]
+    {
+        let provider = match &config.otlp {
+            Some(settings) => Some(super::otlp::tracer_provider(settings, runtime.clone())?),
+            None => None,
+        };
+        let spans = provider.as_ref().map(|provider| {
+            use opentelemetry::trace::TracerProvider as _;
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("llm-bridge"))
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_filter(tracing_subscriber::filter::filter_fn(exported))
+        });
+        tracing_subscriber::registry()
+            .with(logs)
+            .with(spans)
+            .try_init()?;
+        if let Some(settings) = &config.otlp {
+            info!(
+                endpoint = %settings.traces_endpoint,
+                from = settings.source,
+                service = %settings.service_name,
+                "OTLP: request spans exported (http/protobuf)"
+            );
+        }
+        Ok(Tracing { provider })
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = runtime;
+        tracing_subscriber::registry().with(logs).try_init()?;
+        warn_without_otel(config);
+        Ok(Tracing {})
+    }
+}
+
+/// What goes to the collector: the request span (see `LogSpan` in `app.rs`) and the warnings
+/// and errors logged inside it, as its events. Not the `info` line per request (the span has
+/// its fields), nor the spans of the libraries below.
+#[cfg(feature = "otel")]
+fn exported(meta: &tracing::Metadata<'_>) -> bool {
+    if meta.is_span() {
+        meta.name() == "request" && meta.target().ends_with("app")
+    } else {
+        *meta.level() <= tracing::Level::WARN
+    }
+}
+
+/// A build without the `otel` feature says once that it will not export, rather than ignore
+/// the variable an operator set.
+pub fn warn_without_otel(config: &Config) {
+    if let Some(settings) = &config.otlp {
+        warn!(
+            variable = settings.source,
+            "{} is set but this build lacks the `otel` feature: no spans are exported \
+             (build with `cargo run --release --example proxy --features otel`)",
+            settings.source
+        );
+    }
+}
 
 /// How often histogram samples are folded into their buckets when nobody scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);

@@ -7,9 +7,13 @@
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use serde_json::Value;
-use tower_llm_bridge::cache::{CacheNamespace, CacheScope, cache_key_for_request};
+use tower_llm_bridge::cache::{
+    AnthropicMessages, CacheNamespace, CacheScope, CodecError, OpenAiChat, StreamCodec,
+    cache_key_for_request,
+};
 use tower_llm_bridge::error::ApiError;
 use tower_llm_bridge::parsed::ParsedBody;
+use tower_llm_bridge::report::{Usage, UsageSlot};
 use tower_llm_bridge::sse::{SseDecoder, SseError};
 use tower_llm_bridge::translate::response::{
     RAW_ARGUMENTS_KEY, ResponseContext, parse_tool_arguments, translate_error, translate_response,
@@ -30,6 +34,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("stream", stream),
     ("response", response),
     ("cache_key", cache_key),
+    ("responses_stream", responses_stream),
+    ("stream_codec", stream_codec),
+    ("config_file", config_file),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -163,42 +170,71 @@ fn check_error_shape(err: &ApiError) {
 const MESSAGE_ID: &str = "msg_fuzz";
 const MODEL: &str = "claude-fuzz";
 
-/// Input layout: `[flags, n, (u16 LE offset) × n, sse bytes…]`. `flags` picks the stream
-/// configuration; the offsets (modulo the length) are where the SSE bytes are split.
-pub fn stream(data: &[u8]) {
-    let Some((&flags, rest)) = data.split_first() else {
-        return;
-    };
-    let Some((&count, mut rest)) = rest.split_first() else {
-        return;
-    };
+/// A stream input split up: `[flags, n, (u16 LE offset) × n, bytes…]`. `flags` picks the
+/// configuration; the offsets (modulo the length) are where the bytes are split.
+struct SplitInput<'a> {
+    flags: u8,
+    whole: &'a [u8],
+    pieces: Vec<&'a [u8]>,
+}
+
+fn split_input(data: &[u8]) -> Option<SplitInput<'_>> {
+    let (&flags, rest) = data.split_first()?;
+    let (&count, mut rest) = rest.split_first()?;
     let mut offsets = Vec::new();
     for _ in 0..(count % 16) {
         let [lo, hi, tail @ ..] = rest else { break };
         offsets.push(u16::from_le_bytes([*lo, *hi]) as usize);
         rest = tail;
     }
-    let input = rest;
-    let mut cuts: Vec<usize> = offsets.iter().map(|o| o % (input.len() + 1)).collect();
+    let whole = rest;
+    let mut cuts: Vec<usize> = offsets.iter().map(|o| o % (whole.len() + 1)).collect();
     cuts.sort_unstable();
     let mut pieces = Vec::with_capacity(cuts.len() + 1);
     let mut start = 0;
     for cut in cuts {
-        pieces.push(&input[start..cut]);
+        pieces.push(&whole[start..cut]);
         start = cut;
     }
-    pieces.push(&input[start..]);
+    pieces.push(&whole[start..]);
+    Some(SplitInput {
+        flags,
+        whole,
+        pieces,
+    })
+}
 
-    let max_event_size = if flags & 2 != 0 { 256 } else { 8 * 1024 * 1024 };
-    let config = || {
-        let mut config = StreamConfig::new(MODEL);
-        config.message_id = MESSAGE_ID.to_owned();
-        config.max_event_size = max_event_size;
-        if flags & 1 != 0 {
-            config.stop_sequences = vec!["\n\nHuman:".to_owned(), "END".to_owned(), "é".to_owned()];
-        }
-        config
+/// The stop sequences of stream configurations with `flags & 1`.
+const STOP_SEQUENCES: [&str; 3] = ["\n\nHuman:", "END", "é"];
+
+/// The stream configuration `flags` picks: bit 0 stop sequences, bit 1 a small event limit.
+fn stream_config(flags: u8) -> StreamConfig {
+    let mut config = StreamConfig::new(MODEL);
+    config.message_id = MESSAGE_ID.to_owned();
+    config.max_event_size = max_event_size(flags);
+    if flags & 1 != 0 {
+        config.stop_sequences = STOP_SEQUENCES.map(str::to_owned).to_vec();
+    }
+    config
+}
+
+fn max_event_size(flags: u8) -> usize {
+    if flags & 2 != 0 { 256 } else { 8 * 1024 * 1024 }
+}
+
+/// Input layout: see [`SplitInput`]; bit 2 of `flags` ends the stream with an upstream
+/// failure instead of a clean end.
+pub fn stream(data: &[u8]) {
+    let Some(SplitInput {
+        flags,
+        whole: input,
+        pieces,
+    }) = split_input(data)
+    else {
+        return;
     };
+    let max_event_size = max_event_size(flags);
+    let config = || stream_config(flags);
 
     // The decoder alone: the same events whatever the split.
     let whole = decode_all(&[input], max_event_size);
@@ -207,19 +243,27 @@ pub fn stream(data: &[u8]) {
 
     // The translators of both wires: a valid Anthropic stream with exactly one terminal
     // event, the same whatever the split.
-    let whole = translate_all(StreamTranslator::new(config()), &[input], flags & 4 != 0);
-    let split = translate_all(StreamTranslator::new(config()), &pieces, flags & 4 != 0);
+    let whole = translate_all(
+        &mut StreamTranslator::new(config()),
+        &[input],
+        flags & 4 != 0,
+    );
+    let split = translate_all(
+        &mut StreamTranslator::new(config()),
+        &pieces,
+        flags & 4 != 0,
+    );
     assert_eq!(
         whole, split,
         "the stream translator depends on the split points"
     );
     let whole = translate_all(
-        ResponsesStreamTranslator::new(config()),
+        &mut ResponsesStreamTranslator::new(config()),
         &[input],
         flags & 4 != 0,
     );
     let split = translate_all(
-        ResponsesStreamTranslator::new(config()),
+        &mut ResponsesStreamTranslator::new(config()),
         &pieces,
         flags & 4 != 0,
     );
@@ -275,7 +319,7 @@ fn decode_all(pieces: &[&[u8]], max_event_size: usize) -> Decoded {
 
 /// Runs the translator over `pieces`, then ends it (cleanly, or with an upstream failure when
 /// `fail`), checks the output and returns its events with generated tool ids normalised.
-fn translate_all(mut translator: impl Translate, pieces: &[&[u8]], fail: bool) -> Vec<Value> {
+fn translate_all(translator: &mut impl Translate, pieces: &[&[u8]], fail: bool) -> Vec<Value> {
     let mut out = BytesMut::new();
     for piece in pieces {
         translator.push(piece, &mut out);
@@ -440,6 +484,110 @@ fn normalise(mut events: Vec<Value>) -> Vec<Value> {
         }
     }
     events
+}
+
+// ---------------------------------------------------------------------------------------------
+// (b2) The Responses stream translator on its own
+// ---------------------------------------------------------------------------------------------
+
+/// The Responses wire's stream translator alone (the `stream` target runs it too, next to
+/// the chat translator, whose inputs dominate that corpus). Input layout: see
+/// [`SplitInput`]; `flags` bit 3 shrinks the buffer for out-of-order items to 512 bytes.
+/// Besides the grammar and the split-independence of `stream`: the usage the translator
+/// reports (`usage()`, the metrics layer's [`UsageSlot`]) is the final `message_delta`'s, and
+/// no text block shows a configured stop sequence.
+pub fn responses_stream(data: &[u8]) {
+    let Some(SplitInput {
+        flags,
+        whole,
+        pieces,
+    }) = split_input(data)
+    else {
+        return;
+    };
+    let run = |pieces: &[&[u8]]| {
+        let slot = UsageSlot::new();
+        let mut config = stream_config(flags);
+        config.usage_slot = Some(slot.clone());
+        if flags & 8 != 0 {
+            config.max_buffered = 512;
+        }
+        let mut translator = ResponsesStreamTranslator::new(config);
+        let events = translate_all(&mut translator, pieces, flags & 4 != 0);
+        check_reported_usage(&events, translator.usage().map(Usage::from), slot.get());
+        check_stop_sequences(&events, flags & 1 != 0);
+        events
+    };
+    assert_eq!(
+        run(&[whole]),
+        run(&pieces),
+        "the Responses stream translator depends on the split points"
+    );
+}
+
+/// A completed stream reports the usage of its `message_delta`; a failed one reports none.
+fn check_reported_usage(events: &[Value], reported: Option<Usage>, slot: Option<Usage>) {
+    let Some(delta) = events.iter().find(|e| e["type"] == "message_delta") else {
+        assert_eq!(reported, None, "usage without a message_delta");
+        return;
+    };
+    let field = |name: &str| delta["usage"][name].as_u64().unwrap_or_default();
+    let expected = Usage {
+        input_tokens: field("input_tokens"),
+        output_tokens: field("output_tokens"),
+        cache_read_input_tokens: field("cache_read_input_tokens"),
+        cache_creation_input_tokens: field("cache_creation_input_tokens"),
+    };
+    assert_eq!(
+        reported,
+        Some(expected),
+        "usage() is not the message_delta's"
+    );
+    assert_eq!(
+        slot,
+        Some(expected),
+        "the usage slot is not the message_delta's"
+    );
+}
+
+/// With stop sequences on, no text block contains one, and a `stop_sequence` stop names
+/// one of them; without, no stream stops at a sequence.
+fn check_stop_sequences(events: &[Value], configured: bool) {
+    let mut texts: Vec<String> = Vec::new();
+    for event in events {
+        match event["type"].as_str() {
+            Some("content_block_start") => texts.push(String::new()),
+            Some("content_block_delta") if event["delta"]["type"] == "text_delta" => {
+                if let (Some(text), Some(open)) =
+                    (event["delta"]["text"].as_str(), texts.last_mut())
+                {
+                    open.push_str(text);
+                }
+            }
+            Some("message_delta") => {
+                let sequence = &event["delta"]["stop_sequence"];
+                let reason = &event["delta"]["stop_reason"];
+                match sequence.as_str() {
+                    None => assert!(sequence.is_null() && reason != "stop_sequence"),
+                    Some(sequence) => {
+                        assert!(
+                            configured && STOP_SEQUENCES.contains(&sequence),
+                            "{sequence:?}"
+                        );
+                        assert_eq!(reason, "stop_sequence");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if configured {
+        for text in texts {
+            for sequence in STOP_SEQUENCES {
+                assert!(!text.contains(sequence), "{sequence:?} sent in {text:?}");
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -649,6 +797,269 @@ fn reverse_keys(value: &Value) -> Value {
         Value::Array(items) => Value::Array(items.iter().map(reverse_keys).collect()),
         other => other.clone(),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (e) The cache's stream codecs: recording streams, replaying stored answers
+// ---------------------------------------------------------------------------------------------
+
+/// Both stream codecs of the response cache on one input (layout: see [`SplitInput`];
+/// `flags` bit 0: the replaying request asks for usage, `stream_options.include_usage`):
+///
+/// - **recording**: the bytes as a streamed answer passing through the cache. Accumulation
+///   is the same whatever the split, an accumulator that refused a piece never yields an
+///   answer, and an answer it yields has the API's shape;
+/// - **replaying**: the recorded answer, and the bytes as a stored answer (a stored value may
+///   come from another release or a shared Redis). A rendered stream is accumulated back
+///   into an answer, and one more round gives that answer again (a fixpoint);
+/// - **cutting**: the error event that ends a cut stream is never recorded.
+pub fn stream_codec(data: &[u8]) {
+    let Some(SplitInput {
+        flags,
+        whole,
+        pieces,
+    }) = split_input(data)
+    else {
+        return;
+    };
+    let request = if flags & 1 != 0 {
+        serde_json::json!({"stream": true, "stream_options": {"include_usage": true}})
+    } else {
+        serde_json::json!({"stream": true})
+    };
+    let codecs: [(&str, &dyn StreamCodec); 2] =
+        [("anthropic", &AnthropicMessages), ("openai", &OpenAiChat)];
+    for (name, codec) in codecs {
+        let recorded = accumulate(codec, &[whole]);
+        assert_eq!(
+            recorded,
+            accumulate(codec, &pieces),
+            "{name}: accumulation depends on the split points"
+        );
+        if let Ok(answer) = &recorded {
+            check_recorded(name, answer);
+            replay(name, codec, answer, &request, true);
+        }
+        replay(name, codec, whole, &request, false);
+
+        let message = String::from_utf8_lossy(&whole[..whole.len().min(64)]);
+        let cut = codec.error_event(&message);
+        assert_eq!(
+            accumulate(codec, &[&cut]),
+            Err(CodecError::Upstream),
+            "{name}: the error event of a cut stream is recorded"
+        );
+    }
+}
+
+/// Feeds `pieces` to a fresh accumulator, as the cache's recorder does, and finishes it.
+fn accumulate(codec: &dyn StreamCodec, pieces: &[&[u8]]) -> Result<Bytes, CodecError> {
+    let mut accumulator = codec.accumulator();
+    let mut refused = None;
+    for piece in pieces {
+        if let Err(err) = accumulator.push(piece) {
+            refused.get_or_insert(err);
+        }
+    }
+    let finished = accumulator.finish();
+    if let Some(err) = refused {
+        assert!(finished.is_err(), "an answer after a refused piece ({err})");
+    }
+    finished
+}
+
+/// A recorded answer has the shape of the API's JSON answer.
+fn check_recorded(name: &str, answer: &[u8]) {
+    let answer: Value = serde_json::from_slice(answer).expect("a recorded answer is JSON");
+    if name == "anthropic" {
+        let content = answer["content"].as_array().expect("content is a list");
+        assert!(content.iter().all(Value::is_object), "{answer}");
+    } else {
+        assert_eq!(answer["object"], "chat.completion");
+        let choices = answer["choices"].as_array().expect("choices is a list");
+        assert!(!choices.is_empty());
+        for choice in choices {
+            assert!(
+                choice["index"].is_u64() && choice["message"].is_object(),
+                "{choice}"
+            );
+            assert!(!choice["finish_reason"].is_null(), "{choice}");
+        }
+    }
+}
+
+/// Renders `answer` as the stream a cache hit serves: well-formed SSE whose events are JSON.
+/// A rendered *recorded* answer (`recorded`) records back; whenever a rendering records,
+/// the answer renders and records to itself again (a fixpoint). (A stored answer that lacks
+/// what a clean end needs, such as a finish reason, renders faithfully without it, so its
+/// stream is not recorded again.)
+fn replay(name: &str, codec: &dyn StreamCodec, answer: &[u8], request: &Value, recorded: bool) {
+    let stream = match codec.render_stream(answer, request) {
+        Ok(stream) => stream,
+        Err(CodecError::Malformed(_)) => return,
+        Err(CodecError::Unsuitable(why)) => {
+            assert!(
+                request.pointer("/stream_options/include_usage").is_some(),
+                "{name}: unsuitable for a request that asks nothing ({why})"
+            );
+            return;
+        }
+        Err(err) => panic!("{name}: rendering fails with {err:?}"),
+    };
+    for event in decode_all(&[&stream], usize::MAX) {
+        let (_, data, _) = event.unwrap_or_else(|err| panic!("{name}: rendered SSE: {err}"));
+        if data != "[DONE]" {
+            serde_json::from_str::<Value>(&data)
+                .unwrap_or_else(|err| panic!("{name}: a rendered event is not JSON ({err})"));
+        }
+    }
+    let once = match accumulate(codec, &[&stream]) {
+        Ok(once) => once,
+        Err(err) if recorded => {
+            panic!("{name}: a recorded answer's rendering does not record ({err})")
+        }
+        Err(_) => return,
+    };
+    let again = codec
+        .render_stream(&once, request)
+        .unwrap_or_else(|err| panic!("{name}: a recorded rendering does not render ({err})"));
+    let twice = accumulate(codec, &[&again])
+        .unwrap_or_else(|err| panic!("{name}: a second rendering does not record ({err})"));
+    let json = |bytes: &[u8]| serde_json::from_slice::<Value>(bytes).expect("answer is JSON");
+    assert_eq!(
+        json(&once),
+        json(&twice),
+        "{name}: replay is not a fixpoint"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// (f) The example proxy's configuration file
+// ---------------------------------------------------------------------------------------------
+
+#[path = "../../examples/proxy/config.rs"]
+mod config;
+#[path = "../../examples/proxy/config_file.rs"]
+mod config_file;
+
+/// Where the configuration target's file is "read" from (no file system is involved).
+const CONFIG_PATH: &str = "fuzz.toml";
+/// The value of every variable a backend's `api_key_env` may name that starts with `FUZZ`;
+/// variables starting with `BAD` hold it with a line break (not a header value).
+const CONFIG_SECRET: &str = "sk-fuzz-Zq9xTopSecret";
+
+fn config_env(name: &str) -> Option<String> {
+    if name.starts_with("FUZZ") {
+        Some(CONFIG_SECRET.to_owned())
+    } else if name.starts_with("BAD") {
+        Some(format!("{CONFIG_SECRET}\nx"))
+    } else {
+        None
+    }
+}
+
+/// The proxy's whole configuration path (`Config::from_sources` with `--config`) on the
+/// bytes as the file's content: parsing, the validation of each setting as if it were a flag,
+/// the backends and routes. Any input gives a configuration or an error that names the file
+/// and, when it has one, a line of the file; no error and no `Debug` output shows a key.
+pub fn config_file(data: &[u8]) {
+    let args = ["--config".to_owned(), CONFIG_PATH.to_owned()];
+    let read = |path: &str| {
+        assert_eq!(path, CONFIG_PATH);
+        String::from_utf8(data.to_vec())
+            .map_err(|err| std::io::Error::new(std::io::ErrorKind::InvalidData, err))
+    };
+    let outcome = config::Config::from_sources_reading(args, config_env, read);
+    // The fuzzer may write the key itself; only a key it did not write must never show.
+    let may_show_key = data
+        .windows(CONFIG_SECRET.len())
+        .any(|w| w == CONFIG_SECRET.as_bytes());
+    match outcome {
+        Err(err) => {
+            let message = err.to_string();
+            check_config_error(data, &message);
+            assert!(
+                may_show_key || !message.contains(CONFIG_SECRET),
+                "the error shows a key: {message}"
+            );
+        }
+        Ok(config::Command::Help(_)) => panic!("help without --help"),
+        Ok(config::Command::Run(config)) => {
+            assert!(
+                may_show_key || !format!("{config:?}").contains(CONFIG_SECRET),
+                "Debug shows a key"
+            );
+            if let Some(routing) = &config.routing {
+                assert!(!routing.backends.is_empty() && !routing.routes.is_empty());
+                for (i, backend) in routing.backends.iter().enumerate() {
+                    assert!(!backend.name.is_empty());
+                    assert!(routing.backends[..i].iter().all(|b| b.name != backend.name));
+                    assert!(backend.headers.iter().all(|(_, v)| v.is_sensitive()));
+                    assert!(!backend.base_url.to_string().contains('@'));
+                }
+                for route in &routing.routes {
+                    assert!(!route.pattern.is_empty() && !route.targets.is_empty());
+                    for (backend, model) in &route.targets {
+                        assert!(*backend < routing.backends.len());
+                        assert!(!model.is_empty());
+                    }
+                }
+            }
+            for model in ["claude-sonnet-4-5", "claude-3-5-haiku", "gpt-4o", ""] {
+                let _ = config.map_model(model);
+            }
+        }
+    }
+}
+
+/// A configuration error names the file, and a line of it when it names one:
+/// `fuzz.toml:LINE: field: why`, or `fuzz.toml: why` for the file as a whole.
+fn check_config_error(data: &[u8], message: &str) {
+    let rest = message
+        .strip_prefix(CONFIG_PATH)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("the error does not name the file: {message}"));
+    if let Some((line, _)) = rest.split_once(": ")
+        && let Ok(line) = line.parse::<usize>()
+    {
+        let lines = data.iter().filter(|&&b| b == b'\n').count() + 1;
+        assert!(
+            (1..=lines).contains(&line),
+            "line {line} of {lines}: {message}"
+        );
+    } else {
+        assert!(rest.starts_with(' '), "{message}");
+    }
+}
+
+// --- Self-checks for the replay test: the checks above catch what they are for. ---------------
+
+/// [`check_stop_sequences`] on `events` (a JSON array).
+pub fn check_stop_sequences_for_test(events: &Value, configured: bool) {
+    check_stop_sequences(events.as_array().expect("an array"), configured);
+}
+
+/// [`check_reported_usage`] with `reported` output tokens against a `message_delta` with
+/// `in_delta`.
+pub fn check_reported_usage_for_test(reported: u64, in_delta: u64) {
+    let events = [serde_json::json!({"type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+        "usage": {"input_tokens": 0, "output_tokens": in_delta}})];
+    let usage = Usage {
+        output_tokens: reported,
+        ..Usage::default()
+    };
+    check_reported_usage(&events, Some(usage), Some(usage));
+}
+
+/// Whether the Anthropic codec records `stream` as an answer.
+pub fn records_for_test(stream: &[u8]) -> bool {
+    accumulate(&AnthropicMessages, &[stream]).is_ok()
+}
+
+/// [`check_config_error`].
+pub fn check_config_error_for_test(data: &[u8], message: &str) {
+    check_config_error(data, message);
 }
 
 /// [`check_events`] on a finished stream, for the replay test's self-check.

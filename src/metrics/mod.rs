@@ -51,12 +51,16 @@
 //! [`DURATION_BUCKETS`] and [`TTFT_BUCKETS`] suit LLM latencies. [`describe`] registers the
 //! help text of each series.
 //!
-//! The layer also records the OpenTelemetry GenAI attributes on the current span when the
-//! request starts (fields the span must declare, e.g. as `tracing::field::Empty`):
+//! The layer also records the OpenTelemetry GenAI attributes, once the request is over, on
+//! the span that was current when it started (fields the span must declare, e.g. as
+//! `tracing::field::Empty`):
 //! `gen_ai.operation.name` (`chat`), `gen_ai.request.model` (the client's model),
 //! `gen_ai.response.model` (the model a translation layer sent upstream),
 //! `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`, `llm_bridge.backend`,
-//! `llm_bridge.cache` and `llm_bridge.time_to_first_token_ms`.
+//! `llm_bridge.cache` and `llm_bridge.time_to_first_token_ms` (integers as `i64`, which
+//! `tracing-opentelemetry` exports as OpenTelemetry integers; model names cut at 256 bytes),
+//! and `http.response.status_code`, with `otel.status_code = "error"` on a `5xx` or a
+//! failed service (read by `tracing-opentelemetry`).
 //!
 //! # Example
 //!

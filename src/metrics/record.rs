@@ -241,18 +241,33 @@ impl Tracker {
             return;
         }
         let span = &self.span;
+        // Integers as i64: OpenTelemetry has no unsigned attribute, and a u64 would be
+        // exported as a string.
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        match self.head {
+            Head::Response(status) => {
+                span.record("http.response.status_code", i64::from(status.as_u16()));
+                if status.is_server_error() {
+                    span.record("otel.status_code", "error");
+                }
+            }
+            Head::Failed => {
+                span.record("otel.status_code", "error");
+            }
+            Head::Pending => {}
+        }
         if self.route.cache_namespace().is_some() {
             span.record("gen_ai.operation.name", "chat");
         }
         if let Some(model) = requested {
-            span.record("gen_ai.request.model", model);
+            span.record("gen_ai.request.model", bounded(model));
         }
         if let Some(model) = self.models.served() {
-            span.record("gen_ai.response.model", &*model);
+            span.record("gen_ai.response.model", bounded(&model));
         }
         if let Some(usage) = usage {
-            span.record("gen_ai.usage.input_tokens", usage.input_tokens);
-            span.record("gen_ai.usage.output_tokens", usage.output_tokens);
+            span.record("gen_ai.usage.input_tokens", int(usage.input_tokens));
+            span.record("gen_ai.usage.output_tokens", int(usage.output_tokens));
         }
         if let Some(backend) = backend {
             span.record("llm_bridge.backend", backend);
@@ -261,7 +276,8 @@ impl Tracker {
             span.record("llm_bridge.cache", cache);
         }
         if let Some(ttft) = self.ttft {
-            span.record("llm_bridge.time_to_first_token_ms", ttft.as_millis() as u64);
+            let millis = i64::try_from(ttft.as_millis()).unwrap_or(i64::MAX);
+            span.record("llm_bridge.time_to_first_token_ms", millis);
         }
     }
 }
@@ -273,6 +289,19 @@ impl Drop for Tracker {
         }
     }
 }
+
+/// A client's model name as a span attribute: at most [`MAX_SPAN_MODEL`] bytes (the client
+/// chooses it; an exporter would send it whole).
+fn bounded(model: &str) -> &str {
+    let mut end = model.len().min(MAX_SPAN_MODEL);
+    while !model.is_char_boundary(end) {
+        end -= 1;
+    }
+    &model[..end]
+}
+
+/// Longer model names are cut on the span (the labels fold them; see `labels.rs`).
+const MAX_SPAN_MODEL: usize = 256;
 
 fn header_str<'h>(headers: &'h HeaderMap, name: &http::HeaderName) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())

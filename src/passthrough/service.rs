@@ -105,6 +105,8 @@ where
             Err(err) => return Ok(refusal(err)),
         },
     };
+    // For an outer metrics layer's model label, refusals below included.
+    ModelSlot::note_parsed(&parts.extensions, &parsed);
     if !parsed.is_object() {
         return Ok(refusal(ApiError::invalid_request(
             "request body must be a JSON object",

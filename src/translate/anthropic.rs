@@ -21,13 +21,17 @@
 //! assert_eq!(json["stop_reason"], "end_turn");
 //! ```
 
-use bytes::BytesMut;
+use std::borrow::Cow;
+
+use bytes::{BufMut, BytesMut};
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::sse;
 
-/// An Anthropic `message` response.
+/// An Anthropic `message` response. Its content borrows from the upstream answer it was
+/// translated from.
 #[derive(Debug, Serialize)]
 pub struct MessageResponse<'a> {
     /// `msg_…`.
@@ -39,7 +43,7 @@ pub struct MessageResponse<'a> {
     /// The model name the client asked for.
     pub model: &'a str,
     /// The content blocks.
-    pub content: Vec<ContentBlock>,
+    pub content: Vec<ContentBlock<'a>>,
     /// Why generation stopped.
     pub stop_reason: Option<StopReason>,
     /// The stop sequence that matched, when `stop_reason` is `stop_sequence`.
@@ -48,32 +52,87 @@ pub struct MessageResponse<'a> {
     pub usage: AnthropicUsage,
 }
 
-/// An Anthropic response content block.
+/// An Anthropic response content block; its text borrows from the upstream answer where it
+/// can.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum ContentBlock {
+pub enum ContentBlock<'a> {
     /// Model reasoning.
     Thinking {
         /// The reasoning text.
-        thinking: String,
+        thinking: Cow<'a, str>,
         /// Anthropic signs thinking; chat backends cannot (`""`), the Responses wire carries its
         /// encrypted reasoning here.
-        signature: String,
+        signature: Cow<'a, str>,
     },
     /// Text.
     Text {
         /// The text.
-        text: String,
+        text: Cow<'a, str>,
     },
     /// A tool call.
     ToolUse {
         /// `toolu_…` or the upstream call id.
-        id: String,
+        id: Cow<'a, str>,
         /// The tool name.
-        name: String,
-        /// The parsed arguments object.
-        input: Value,
+        name: Cow<'a, str>,
+        /// The arguments object.
+        input: ToolInput<'a>,
     },
+}
+
+/// The `input` object of a `tool_use` block: the upstream's arguments written out as they
+/// came (a JSON object, checked, never rebuilt), or an object made here.
+///
+/// ```
+/// use tower_llm_bridge::translate::anthropic::ToolInput;
+///
+/// let made: ToolInput<'_> = serde_json::json!({"a": 1}).into();
+/// let raw: &serde_json::value::RawValue = serde_json::from_str(r#"{"a": 1}"#).unwrap();
+/// assert_eq!(made, ToolInput::Raw(raw));
+/// assert_eq!(serde_json::to_string(&ToolInput::Raw(raw)).unwrap(), r#"{"a": 1}"#);
+/// ```
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ToolInput<'a> {
+    /// The upstream's arguments, verbatim.
+    Raw(&'a RawValue),
+    /// An object built here (`{}` for empty arguments, or the kept raw text).
+    Value(Value),
+}
+
+impl From<Value> for ToolInput<'_> {
+    fn from(value: Value) -> Self {
+        Self::Value(value)
+    }
+}
+
+impl ToolInput<'_> {
+    /// The input as a JSON value.
+    ///
+    /// ```
+    /// # use tower_llm_bridge::translate::anthropic::ToolInput;
+    /// let input: ToolInput<'_> = serde_json::json!({"a": 1}).into();
+    /// assert_eq!(input.to_value()["a"], 1);
+    /// ```
+    pub fn to_value(&self) -> Value {
+        match self {
+            // Checked when it was read: it is one JSON object.
+            Self::Raw(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+            Self::Value(value) => value.clone(),
+        }
+    }
+}
+
+/// Equal when they are the same JSON value, whichever way each is held.
+impl PartialEq for ToolInput<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Raw(a), Self::Raw(b)) if a.get() == b.get() => true,
+            (Self::Value(a), Self::Value(b)) => a == b,
+            _ => self.to_value() == other.to_value(),
+        }
+    }
 }
 
 /// Anthropic usage.
@@ -228,10 +287,60 @@ pub(crate) struct MessageDelta<'a> {
 }
 
 pub(crate) fn emit(out: &mut BytesMut, event: &Event<'_>) {
+    if let Event::ContentBlockDelta { index, delta } = event {
+        // Most events of a stream: written directly, the same bytes serde writes.
+        let (prefix, text) = match delta {
+            BlockDelta::TextDelta { text } => (&br#"{"type":"text_delta","text":"#[..], text),
+            BlockDelta::ThinkingDelta { thinking } => {
+                (&br#"{"type":"thinking_delta","thinking":"#[..], thinking)
+            }
+            BlockDelta::InputJsonDelta { partial_json } => (
+                &br#"{"type":"input_json_delta","partial_json":"#[..],
+                partial_json,
+            ),
+            BlockDelta::SignatureDelta { signature } => {
+                (&br#"{"type":"signature_delta","signature":"#[..], signature)
+            }
+        };
+        write_delta(out, *index, prefix, text);
+        return;
+    }
     if let Err(err) = sse::encode_json_event(out, event.name(), event) {
         // Unreachable in practice: these are plain structs of strings and numbers.
         tracing::error!(%err, "failed to serialize a stream event");
     }
+}
+
+/// `event: content_block_delta` with `delta` being `prefix` (`{"type":…,"<field>":`) then
+/// `text` as a JSON string.
+fn write_delta(out: &mut BytesMut, index: u32, prefix: &[u8], text: &str) {
+    out.reserve(96 + text.len());
+    out.put_slice(
+        b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
+    );
+    put_decimal(out, index);
+    out.put_slice(b",\"delta\":");
+    out.put_slice(prefix);
+    // A string always serializes; serde_json escapes line breaks, so the frame stays intact.
+    let mut writer = out.writer();
+    if let Err(err) = serde_json::to_writer(&mut writer, text) {
+        tracing::error!(%err, "failed to serialize a stream event");
+    }
+    writer.into_inner().put_slice(b"}}\n\n");
+}
+
+fn put_decimal(out: &mut BytesMut, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[start..]);
 }
 
 /// Every content block type the Anthropic Messages API accepts in `messages[].content`, GA
@@ -279,3 +388,35 @@ pub const TOOL_RESULT_BLOCK_TYPES: &[&str] = &[
     "document",
     "tool_reference",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_are_written_as_serde_writes_them() {
+        let texts = [
+            "",
+            "plain",
+            "line\nbreak \"quoted\" \\ \u{1}",
+            "é ✓ \u{2028}",
+        ];
+        for index in [0, 7, 10, 4_294_967_295] {
+            for text in texts {
+                for delta in [
+                    BlockDelta::TextDelta { text },
+                    BlockDelta::ThinkingDelta { thinking: text },
+                    BlockDelta::InputJsonDelta { partial_json: text },
+                    BlockDelta::SignatureDelta { signature: text },
+                ] {
+                    let event = Event::ContentBlockDelta { index, delta };
+                    let mut direct = BytesMut::new();
+                    emit(&mut direct, &event);
+                    let mut serde = BytesMut::new();
+                    sse::encode_json_event(&mut serde, event.name(), &event).expect("serializes");
+                    assert_eq!(direct, serde);
+                }
+            }
+        }
+    }
+}

@@ -115,9 +115,10 @@ pin_project! {
         },
         Stream {
             // `None` once the translated stream is done: a stream ended early (a stop
-            // sequence) drops, and so closes, the upstream stream at once.
-            #[pin]
-            body: Option<B>,
+            // sequence) drops, and so closes, the upstream stream at once. Boxed, so that
+            // the service can read its first bytes before the body is pinned (an answer
+            // without a content type, see `expect_event_stream`).
+            body: Option<Pin<Box<B>>>,
             // Created on the first poll, so constructing the body needs no runtime.
             #[pin]
             idle: Option<Sleep>,
@@ -200,7 +201,7 @@ impl<B> TranslateBody<B> {
     fn translated(body: B, translator: Translator, idle_timeout: Option<Duration>) -> Self {
         Self {
             kind: Kind::Stream {
-                body: Some(body),
+                body: Some(Box::pin(body)),
                 idle: None,
                 total: None,
                 state: Box::new(StreamState {
@@ -251,6 +252,88 @@ impl<B> TranslateBody<B> {
         self
     }
 
+    /// For a translated stream whose upstream answer declared no content type: reads the
+    /// upstream body until its first bytes tell an event stream (they are translated and go
+    /// out first) from anything else, such as a JSON completion from a backend that ignored
+    /// `stream`, which is an error before any SSE byte is sent. Each read waits at most
+    /// `idle`; after 1 KiB of nothing but whitespace the body is taken for an event stream
+    /// (the translator then judges it). No effect on the other kinds.
+    pub(crate) async fn expect_event_stream(
+        &mut self,
+        idle: Option<Duration>,
+    ) -> Result<(), ApiError>
+    where
+        B: Body<Data = Bytes>,
+    {
+        use http_body_util::BodyExt;
+
+        const UNDECIDED_LIMIT: usize = 1024;
+        let Kind::Stream { body, state, .. } = &mut self.kind else {
+            return Ok(());
+        };
+        let Some(upstream) = body.as_mut() else {
+            return Ok(());
+        };
+        let mut read = BytesMut::new();
+        let verdict = loop {
+            if let Some(verdict) = looks_like_event_stream(&read) {
+                break verdict;
+            }
+            if read.len() > UNDECIDED_LIMIT {
+                break true;
+            }
+            let frame = match idle {
+                Some(idle) => tokio::time::timeout(idle, upstream.frame())
+                    .await
+                    .map_err(|_| {
+                        ApiError::gateway_timeout(format!(
+                            "the upstream sent nothing for {} ms",
+                            idle.as_millis()
+                        ))
+                    })?,
+                None => upstream.frame().await,
+            };
+            match frame {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        read.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(_)) => {
+                    return Err(ApiError::bad_gateway(
+                        "the upstream response body failed before the stream began",
+                    ));
+                }
+                None if read.is_empty() => {
+                    return Err(ApiError::bad_gateway(
+                        "the upstream answered a streaming request with an empty body",
+                    ));
+                }
+                None => break looks_like_event_stream(&read).unwrap_or(false),
+            }
+        };
+        if !verdict {
+            return Err(ApiError::bad_gateway(
+                "the upstream answered a streaming request without a content type, with a body that is not an event stream",
+            ));
+        }
+        state.translator.push(&read, &mut state.out);
+        if state.translator.status().is_done() {
+            state.done = true;
+            *body = None;
+        }
+        Ok(())
+    }
+
+    /// The upstream body of a translated stream, taken out (to drain it after
+    /// [`TranslateBody::expect_event_stream`] refused it).
+    pub(crate) fn take_upstream(&mut self) -> Option<Pin<Box<B>>> {
+        match &mut self.kind {
+            Kind::Stream { body, .. } => body.take(),
+            Kind::Full { .. } | Kind::Passthrough { .. } => None,
+        }
+    }
+
     /// For a translated stream, whether it is still going, completed (`message_stop` sent)
     /// or failed (`event: error` sent); `None` for the other kinds.
     pub fn stream_status(&self) -> Option<StreamStatus> {
@@ -276,7 +359,7 @@ where
             KindProj::Full { data } => Poll::Ready(data.take().map(|data| Ok(Frame::data(data)))),
             KindProj::Passthrough { body } => body.poll_frame(cx),
             KindProj::Stream {
-                mut body,
+                body,
                 mut idle,
                 mut total,
                 state,
@@ -290,8 +373,13 @@ where
                     total.set(Some(tokio::time::sleep(limit)));
                 }
                 loop {
-                    let upstream = match body.as_mut().as_pin_mut() {
-                        Some(upstream) if !state.done => upstream,
+                    // What the service read before the body was sent (see
+                    // `expect_event_stream`) goes out first.
+                    if !state.out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(state.out.split().freeze()))));
+                    }
+                    let upstream = match body.as_mut() {
+                        Some(upstream) if !state.done => upstream.as_mut(),
                         _ => return Poll::Ready(None),
                     };
                     // Checked before every upstream poll: an upstream that is never
@@ -355,7 +443,7 @@ where
                     if state.done {
                         // Never polled again: dropping it closes the upstream stream now
                         // (a stop sequence may end the answer before the upstream does).
-                        body.set(None);
+                        *body = None;
                     }
                     if !state.out.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(state.out.split().freeze()))));
@@ -419,6 +507,32 @@ impl Translator {
             Self::Responses(t) => t.status(),
         }
     }
+}
+
+/// Whether the first bytes of a body are those of an event stream: `Some(true)` when they
+/// begin (after a byte order mark and whitespace) with a comment or a `data`, `event`, `id`
+/// or `retry` field, `Some(false)` when they begin with anything else (`{`, `<`, …), `None`
+/// while too few have arrived to tell.
+fn looks_like_event_stream(bytes: &[u8]) -> Option<bool> {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    if bytes.len() < BOM.len() && BOM.starts_with(bytes) {
+        return None;
+    }
+    let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace())?;
+    let rest = &bytes[start..];
+    if rest.starts_with(b":") {
+        return Some(true);
+    }
+    let mut undecided = false;
+    for field in [&b"data"[..], b"event", b"id", b"retry"] {
+        match rest.get(field.len()) {
+            Some(b':' | b'\r' | b'\n') if rest.starts_with(field) => return Some(true),
+            None if field.starts_with(rest) || rest.starts_with(field) => undecided = true,
+            _ => {}
+        }
+    }
+    (!undecided).then_some(false)
 }
 
 /// Whether the idle deadline has passed. The timer is only moved when it fires before the
@@ -781,5 +895,118 @@ mod tests {
         assert_eq!(frames.len(), 3);
         assert_eq!(event_names(&frames[1]), ["content_block_stop"]);
         assert_eq!(event_names(&frames[2]), ["message_delta", "message_stop"]);
+    }
+
+    #[test]
+    fn event_streams_are_told_from_other_bodies_by_their_first_bytes() {
+        let sse: [&[u8]; 8] = [
+            b"data: {}",
+            b"event: x\n",
+            b":ok\n",
+            b"id:1\n",
+            b"retry: 5\n",
+            b"\xEF\xBB\xBFdata:",
+            b"\r\n\r\ndata:",
+            b"data\n",
+        ];
+        for bytes in sse {
+            let shown = String::from_utf8_lossy(bytes);
+            assert_eq!(looks_like_event_stream(bytes), Some(true), "{shown:?}");
+        }
+        let other: [&[u8]; 7] = [
+            b"{\"choices\":[]}",
+            b"  [1]",
+            b"<html>",
+            b"\n{",
+            b"dat!",
+            b"datum: x",
+            b"ids: 1",
+        ];
+        for bytes in other {
+            let shown = String::from_utf8_lossy(bytes);
+            assert_eq!(looks_like_event_stream(bytes), Some(false), "{shown:?}");
+        }
+        let undecided: [&[u8]; 10] = [
+            b"",
+            b"\xEF",
+            b"\xEF\xBB\xBF",
+            b" \n",
+            b"d",
+            b"dat",
+            b"data",
+            b"ev",
+            b"re",
+            b"id",
+        ];
+        for bytes in undecided {
+            let shown = String::from_utf8_lossy(bytes);
+            assert_eq!(looks_like_event_stream(bytes), None, "{shown:?}");
+        }
+    }
+
+    fn upstream_of(
+        parts: Vec<&'static [u8]>,
+    ) -> StreamBody<impl futures_util::Stream<Item = Frames>> {
+        StreamBody::new(futures_util::stream::iter(
+            parts
+                .into_iter()
+                .map(|part| Ok(Frame::data(Bytes::from_static(part)))),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_a_content_type_is_judged_by_its_first_bytes() {
+        // An event stream cut inside its first field name: judged once the name is whole,
+        // and nothing read is lost.
+        let first = b"ta: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+        let mut body = TranslateBody::stream(
+            upstream_of(vec![b"\n", b"da", first, FINISH]),
+            translator(),
+            None,
+        );
+        body.expect_event_stream(None)
+            .await
+            .expect("an event stream");
+        let bytes = body.collect().await.expect("body").to_bytes();
+        let names = event_names(&bytes);
+        assert_eq!(names.first().map(String::as_str), Some("message_start"));
+        assert_eq!(names.last().map(String::as_str), Some("message_stop"));
+        assert!(bytes.windows(11).any(|w| w == br#""text":"hi""#));
+
+        // A whole stream in the first frame: the upstream is done with at once.
+        let whole: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        let mut body = TranslateBody::stream(upstream_of(vec![whole]), translator(), None);
+        body.expect_event_stream(None)
+            .await
+            .expect("an event stream");
+        let bytes = body.collect().await.expect("body").to_bytes();
+        assert_eq!(
+            event_names(&bytes).last().map(String::as_str),
+            Some("message_stop")
+        );
+
+        // A JSON completion from a backend that ignored `stream`, an empty body: 502.
+        let json: &[u8] =
+            b"{\"choices\":[{\"message\":{\"content\":\"Hello\"},\"finish_reason\":\"stop\"}]}";
+        for parts in [vec![b"\n  ".as_slice(), json], vec![]] {
+            let mut body = TranslateBody::stream(upstream_of(parts), translator(), None);
+            let err = body
+                .expect_event_stream(None)
+                .await
+                .expect_err("not a stream");
+            assert_eq!(err.status(), http::StatusCode::BAD_GATEWAY, "{err}");
+            assert!(body.take_upstream().is_some());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_stream_without_a_content_type_times_out_before_its_head() {
+        let silent = StreamBody::new(futures_util::stream::pending::<Frames>());
+        let mut body = TranslateBody::stream(silent, translator(), None);
+        let err = body
+            .expect_event_stream(Some(Duration::from_secs(30)))
+            .await
+            .expect_err("silence");
+        assert_eq!(err.status(), http::StatusCode::GATEWAY_TIMEOUT, "{err}");
     }
 }

@@ -97,6 +97,7 @@ mod config;
 mod degraded;
 mod future;
 mod layer;
+mod lenient;
 pub mod responses;
 mod service;
 mod stop;

@@ -181,6 +181,8 @@ where
             Err(err) => return Ok(refusal(err)),
         },
     };
+    // For an outer metrics layer's model label, refusals below included.
+    ModelSlot::note_parsed(&parts.extensions, &parsed);
     // The cache's per-request setting: checked the same whether or not a cache is in front
     // (the translated request never carries it upstream).
     if let Err(message) = parsed.cache_ttl_secs() {
@@ -253,7 +255,7 @@ where
         stream_config.usage_slot = usage_slot;
         // What a stream may hold back is bounded like a whole answer.
         stream_config.max_buffered = config.response_limit;
-        let body = match config.wire {
+        let mut body = match config.wire {
             Wire::Chat => TranslateBody::stream(
                 res_body,
                 StreamTranslator::new(stream_config),
@@ -266,6 +268,18 @@ where
             ),
         }
         .max_duration(config.stream_max_duration);
+        // An answer without a content type is judged by its first bytes: an event stream
+        // goes on, anything else is a 502 before any SSE byte (as a declared other type).
+        if !res_parts.headers.contains_key(header::CONTENT_TYPE)
+            && let Err(err) = body.expect_event_stream(config.stream_idle_timeout).await
+        {
+            if let Some(upstream) = body.take_upstream() {
+                let _ = read_upstream_body(upstream, ERROR_BODY_LIMIT, config.stream_idle_timeout)
+                    .await;
+            }
+            tracing::info!(%err, "upstream answered a stream request without an event stream");
+            return Ok(error_response(err));
+        }
         let mut res = Response::new(body);
         let headers = res.headers_mut();
         headers.insert(
@@ -312,8 +326,8 @@ where
 
 /// `502` when a successful answer to a stream request declares a type other than
 /// `text/event-stream` (an HTML page, a JSON completion from a backend that ignored
-/// `stream`). An answer without a type is given the benefit of the doubt: the stream
-/// translator turns what is not SSE into an error event.
+/// `stream`). An answer without a type is judged by its first bytes instead
+/// (`TranslateBody::expect_event_stream`).
 fn not_an_event_stream(headers: &HeaderMap) -> Option<ApiError> {
     let value = headers.get(header::CONTENT_TYPE)?;
     let essence = value

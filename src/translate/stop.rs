@@ -11,6 +11,8 @@
 //! bytes at the end of the text that could still begin a match, and lets everything else out
 //! at once.
 
+use std::borrow::Cow;
+
 use crate::translate::anthropic::ContentBlock;
 
 /// Where the first stop sequence in `text` starts, and which one it is.
@@ -28,7 +30,10 @@ pub(crate) fn find_stop<'s>(text: &str, sequences: &'s [String]) -> Option<(usiz
 /// Cuts a whole answer at the first stop sequence in its text blocks: that block is cut
 /// before the match (and dropped when nothing is left of it), every later block is dropped.
 /// Returns the sequence that matched.
-pub(crate) fn cut_blocks(blocks: &mut Vec<ContentBlock>, sequences: &[String]) -> Option<String> {
+pub(crate) fn cut_blocks(
+    blocks: &mut Vec<ContentBlock<'_>>,
+    sequences: &[String],
+) -> Option<String> {
     if sequences.iter().all(String::is_empty) {
         return None;
     }
@@ -40,7 +45,10 @@ pub(crate) fn cut_blocks(blocks: &mut Vec<ContentBlock>, sequences: &[String]) -
             continue;
         };
         let sequence = sequence.to_owned();
-        text.truncate(at);
+        match text {
+            Cow::Borrowed(borrowed) => *borrowed = &borrowed[..at],
+            Cow::Owned(owned) => owned.truncate(at),
+        }
         let keep = if text.is_empty() {
             position
         } else {
@@ -150,11 +158,11 @@ mod tests {
 
     #[test]
     fn blocks_are_cut_and_later_ones_dropped() {
-        let text = |t: &str| ContentBlock::Text { text: t.into() };
+        let text = |t: &'static str| ContentBlock::Text { text: t.into() };
         let tool = ContentBlock::ToolUse {
             id: "t".into(),
             name: "f".into(),
-            input: serde_json::json!({}),
+            input: serde_json::json!({}).into(),
         };
         let mut blocks = vec![text("one"), text("two END three"), tool.clone()];
         assert_eq!(cut_blocks(&mut blocks, &seqs(&["END"])), Some("END".into()));

@@ -1,7 +1,10 @@
 //! Tool-call arguments: parsing the text an upstream sent into the object Anthropic's `input`
 //! must be, and tracking whether streamed argument text is complete.
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+
+use crate::translate::anthropic::ToolInput;
 
 /// The key under which a tool call's arguments are kept when they are not a JSON object.
 pub const RAW_ARGUMENTS_KEY: &str = "_raw_arguments";
@@ -21,21 +24,28 @@ pub const RAW_ARGUMENTS_KEY: &str = "_raw_arguments";
 /// assert_eq!(parse_tool_arguments(Some("{\"a\":")), (json!({"_raw_arguments": "{\"a\":"}), false));
 /// ```
 pub fn parse_tool_arguments(arguments: Option<&str>) -> (Value, bool) {
+    let (input, faithful) = tool_input(arguments);
+    (input.to_value(), faithful)
+}
+
+/// [`parse_tool_arguments`] without building the object: arguments that are a JSON object are
+/// checked and kept as the upstream's text, to be written out verbatim.
+pub(crate) fn tool_input(arguments: Option<&str>) -> (ToolInput<'_>, bool) {
     let raw = arguments.unwrap_or("");
     let trimmed = strip_code_fence(raw.trim());
     if trimmed.is_empty() || trimmed == "null" {
-        return (Value::Object(Map::new()), true);
+        return (ToolInput::Value(Value::Object(Map::new())), true);
     }
     // Arguments for a deep schema are as deep: bounded like a request body, not at 128.
-    match crate::parsed::from_slice_max_depth::<Value>(
+    match crate::parsed::from_slice_max_depth::<&RawValue>(
         trimmed.as_bytes(),
         crate::parsed::DEFAULT_MAX_JSON_DEPTH,
     ) {
-        Ok(object @ Value::Object(_)) => (object, true),
+        Ok(object) if object.get().starts_with('{') => (ToolInput::Raw(object), true),
         _ => {
             let mut kept = Map::new();
             kept.insert(RAW_ARGUMENTS_KEY.to_owned(), Value::String(raw.to_owned()));
-            (Value::Object(kept), false)
+            (ToolInput::Value(Value::Object(kept)), false)
         }
     }
 }

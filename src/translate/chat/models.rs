@@ -17,24 +17,26 @@
 //! assert_eq!((usage.input_tokens, usage.output_tokens), (10, 0));
 //! ```
 
-use serde::{Deserialize, Deserializer};
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::Value;
 
+use crate::translate::lenient::{arguments_text, borrowed, lenient_u64, null_as_default};
+
 // ---------------------------------------------------------------------------------------------
-// OpenAI responses (read)
+// OpenAI responses (read, borrowing from the upstream bytes)
 // ---------------------------------------------------------------------------------------------
 
-/// A non-streaming `chat.completion` response.
+/// A non-streaming `chat.completion` response. Its strings borrow from the body they were
+/// read from (copied only when the upstream escaped something in them); the upstream's `id`,
+/// `model`, `created` and the like are never read, so they are skipped.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct ChatCompletion {
-    /// The upstream's id (not echoed: Anthropic ids have their own `msg_` form).
-    pub id: Option<String>,
-    /// The upstream model name.
-    pub model: Option<String>,
+pub struct ChatCompletion<'a> {
     /// The choices; only the first is used.
-    #[serde(deserialize_with = "null_as_default")]
-    pub choices: Vec<Choice>,
+    #[serde(borrow, deserialize_with = "null_as_default")]
+    pub choices: Vec<Choice<'a>>,
     /// Token usage, when the backend reports it.
     pub usage: Option<Usage>,
 }
@@ -42,19 +44,20 @@ pub struct ChatCompletion {
 /// One choice of a non-streaming completion.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct Choice {
+pub struct Choice<'a> {
     /// The assistant message.
-    #[serde(deserialize_with = "null_as_default")]
-    pub message: AssistantMessage,
+    #[serde(borrow, deserialize_with = "null_as_default")]
+    pub message: AssistantMessage<'a>,
     /// Why generation stopped (`stop`, `length`, `tool_calls`, `content_filter`, …).
-    pub finish_reason: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub finish_reason: Option<Cow<'a, str>>,
     /// vLLM: the stop string that matched (a string) or the stop token id (a number).
     pub stop_reason: Option<Value>,
     /// SGLang: the stop string or token that matched.
     pub matched_stop: Option<Value>,
 }
 
-impl Choice {
+impl Choice<'_> {
     /// The stop string the upstream says matched, if it says so as a string.
     pub fn matched_stop_sequence(&self) -> Option<&str> {
         matched_stop(self.stop_reason.as_ref(), self.matched_stop.as_ref())
@@ -64,23 +67,28 @@ impl Choice {
 /// The assistant message of a completion.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct AssistantMessage {
+pub struct AssistantMessage<'a> {
     /// The text.
-    pub content: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub content: Option<Cow<'a, str>>,
     /// Reasoning text (DeepSeek, vLLM, SGLang).
-    pub reasoning_content: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub reasoning_content: Option<Cow<'a, str>>,
     /// Reasoning text (OpenRouter, Ollama).
-    pub reasoning: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub reasoning: Option<Cow<'a, str>>,
     /// A refusal message.
-    pub refusal: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub refusal: Option<Cow<'a, str>>,
     /// Tool calls.
-    #[serde(deserialize_with = "null_as_default")]
-    pub tool_calls: Vec<ToolCall>,
+    #[serde(borrow, deserialize_with = "null_as_default")]
+    pub tool_calls: Vec<ToolCall<'a>>,
     /// The legacy single function call.
-    pub function_call: Option<FunctionCall>,
+    #[serde(borrow)]
+    pub function_call: Option<FunctionCall<'a>>,
 }
 
-impl AssistantMessage {
+impl AssistantMessage<'_> {
     /// The reasoning text under either of its names.
     pub fn reasoning_text(&self) -> Option<&str> {
         self.reasoning_content
@@ -93,25 +101,27 @@ impl AssistantMessage {
 /// A tool call, whole (in a completion) or a fragment (in a chunk).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct ToolCall {
+pub struct ToolCall<'a> {
     /// Position among the parallel calls (streaming uses it to join fragments).
     pub index: Option<u32>,
     /// The call id (`call_…`); may be absent or `""` on continuation fragments.
-    pub id: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub id: Option<Cow<'a, str>>,
     /// The function name and arguments.
-    #[serde(deserialize_with = "null_as_default")]
-    pub function: FunctionCall,
+    #[serde(borrow, deserialize_with = "null_as_default")]
+    pub function: FunctionCall<'a>,
 }
 
 /// A function name and its JSON arguments (as text).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct FunctionCall {
+pub struct FunctionCall<'a> {
     /// The function name.
-    pub name: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub name: Option<Cow<'a, str>>,
     /// The arguments as JSON text; a backend that sends an object gets it re-serialized.
-    #[serde(deserialize_with = "arguments_text")]
-    pub arguments: Option<String>,
+    #[serde(borrow, deserialize_with = "arguments_text")]
+    pub arguments: Option<Cow<'a, str>>,
 }
 
 /// Token usage as OpenAI-compatible backends report it.
@@ -168,17 +178,14 @@ impl Usage {
     }
 }
 
-/// One `chat.completion.chunk` of a stream.
+/// One `chat.completion.chunk` of a stream, borrowing from the event's data; the chunk's
+/// `id`, `model`, `created`, `logprobs` and the like are never read, so they are skipped.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct ChatCompletionChunk {
-    /// The upstream id (often repeated, sometimes `""`).
-    pub id: Option<String>,
-    /// The upstream model.
-    pub model: Option<String>,
+pub struct ChatCompletionChunk<'a> {
     /// The choices; empty on the final usage chunk.
-    #[serde(deserialize_with = "null_as_default")]
-    pub choices: Vec<ChunkChoice>,
+    #[serde(borrow, deserialize_with = "null_as_default")]
+    pub choices: Vec<ChunkChoice<'a>>,
     /// Usage: on the last chunk with `stream_options.include_usage`, `null` before.
     pub usage: Option<Usage>,
     /// An error some servers send mid-stream as `data: {"error": {...}}`.
@@ -188,21 +195,22 @@ pub struct ChatCompletionChunk {
 /// One choice of a chunk.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct ChunkChoice {
+pub struct ChunkChoice<'a> {
     /// The choice index (only 0 is used).
     pub index: Option<u32>,
     /// What this chunk adds.
-    #[serde(deserialize_with = "null_as_default")]
-    pub delta: Delta,
+    #[serde(borrow, deserialize_with = "null_as_default")]
+    pub delta: Delta<'a>,
     /// Set on the chunk that finishes the choice.
-    pub finish_reason: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub finish_reason: Option<Cow<'a, str>>,
     /// vLLM: the stop string that matched.
     pub stop_reason: Option<Value>,
     /// SGLang: the stop string that matched.
     pub matched_stop: Option<Value>,
 }
 
-impl ChunkChoice {
+impl ChunkChoice<'_> {
     /// The stop string the upstream says matched, if it says so as a string.
     pub fn matched_stop_sequence(&self) -> Option<&str> {
         matched_stop(self.stop_reason.as_ref(), self.matched_stop.as_ref())
@@ -212,21 +220,25 @@ impl ChunkChoice {
 /// The delta of a chunk choice.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct Delta {
+pub struct Delta<'a> {
     /// Text fragment.
-    pub content: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub content: Option<Cow<'a, str>>,
     /// Reasoning fragment (DeepSeek, vLLM, SGLang).
-    pub reasoning_content: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub reasoning_content: Option<Cow<'a, str>>,
     /// Reasoning fragment (OpenRouter, Ollama).
-    pub reasoning: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub reasoning: Option<Cow<'a, str>>,
     /// Refusal fragment.
-    pub refusal: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub refusal: Option<Cow<'a, str>>,
     /// Tool call fragments.
-    #[serde(deserialize_with = "null_as_default")]
-    pub tool_calls: Vec<ToolCall>,
+    #[serde(borrow, deserialize_with = "null_as_default")]
+    pub tool_calls: Vec<ToolCall<'a>>,
 }
 
-impl Delta {
+impl Delta<'_> {
     /// The reasoning fragment under either of its names.
     pub fn reasoning_text(&self) -> Option<&str> {
         self.reasoning_content
@@ -288,39 +300,6 @@ impl StopReason {
             _ => (Self::EndTurn, None),
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Lenient deserializers
-// ---------------------------------------------------------------------------------------------
-
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
-}
-
-/// Accepts integers, floats, numeric strings and null (as 0) for token counts.
-fn lenient_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-    Ok(match Value::deserialize(deserializer)? {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-            .unwrap_or(0),
-        Value::String(s) => s.trim().parse().unwrap_or(0),
-        _ => 0,
-    })
-}
-
-/// Accepts `arguments` as JSON text (the standard) or as an object (some local servers).
-fn arguments_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    Ok(match Value::deserialize(deserializer)? {
-        Value::Null => None,
-        Value::String(s) => Some(s),
-        other => Some(other.to_string()),
-    })
 }
 
 #[cfg(test)]

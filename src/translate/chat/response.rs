@@ -17,15 +17,17 @@
 //! assert_eq!(message["usage"]["output_tokens"], 3);
 //! ```
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
-use super::models::{
-    AssistantMessage, ChatCompletion, ContentBlock, MessageResponse, StopReason, ToolCall,
-};
+use super::models::{AssistantMessage, ChatCompletion, ContentBlock, MessageResponse, StopReason};
 use super::request::Degradations;
 use crate::error::{ApiError, to_json_bytes};
 use crate::ids::new_id;
+use crate::translate::lenient::from_slice_bounded;
 use crate::translate::stop::cut_blocks;
+use crate::translate::tool_args::tool_input;
 pub use crate::translate::tool_args::{RAW_ARGUMENTS_KEY, parse_tool_arguments};
 pub use crate::translate::upstream_error::translate_error;
 
@@ -58,13 +60,14 @@ pub fn translate_response(
     body: &[u8],
     context: &ResponseContext<'_>,
 ) -> Result<TranslatedResponse, ApiError> {
-    let completion: ChatCompletion =
-        crate::parsed::from_slice_max_depth(body, crate::parsed::DEFAULT_MAX_JSON_DEPTH).map_err(
-            |err| ApiError::bad_gateway(format!("upstream returned an invalid completion: {err}")),
-        )?;
+    // Borrowed from `body`: the answer's text goes out without being copied into owned types
+    // first. Deep JSON is bounded like a request body (see `parsed`).
+    let completion: ChatCompletion<'_> = from_slice_bounded(body).map_err(|err| {
+        ApiError::bad_gateway(format!("upstream returned an invalid completion: {err}"))
+    })?;
     let mut degraded = Degradations::default();
     let usage = completion.usage.unwrap_or_default().to_anthropic();
-    let Some(choice) = completion.choices.into_iter().next() else {
+    let Some(choice) = completion.choices.first() else {
         return Err(ApiError::bad_gateway("upstream completion has no choices"));
     };
     let (stop_reason, stop_sequence) = StopReason::from_finish(
@@ -73,7 +76,7 @@ pub fn translate_response(
         choice.message.content.as_deref().unwrap_or(""),
         context.stop_sequences,
     );
-    let mut content = content_blocks(choice.message, &mut degraded);
+    let mut content = content_blocks(&choice.message, &mut degraded);
     // Stop sequences are enforced here too: the upstream took at most four of them, and some
     // servers leave the matched sequence in the text.
     let (mut stop_reason, stop_sequence) = match cut_blocks(&mut content, context.stop_sequences) {
@@ -104,40 +107,49 @@ pub fn translate_response(
     })
 }
 
-fn content_blocks(message: AssistantMessage, degraded: &mut Degradations) -> Vec<ContentBlock> {
+/// The answer's blocks, borrowing their text (and tool inputs) from the parsed message.
+fn content_blocks<'a>(
+    message: &'a AssistantMessage<'_>,
+    degraded: &mut Degradations,
+) -> Vec<ContentBlock<'a>> {
     let mut blocks = Vec::new();
     if let Some(thinking) = message.reasoning_text() {
         blocks.push(ContentBlock::Thinking {
-            thinking: thinking.to_owned(),
-            signature: String::new(),
+            thinking: Cow::Borrowed(thinking),
+            signature: Cow::Borrowed(""),
         });
     }
-    if let Some(text) = message.content.filter(|text| !text.is_empty()) {
-        blocks.push(ContentBlock::Text { text });
+    let texts = [&message.content, &message.refusal];
+    for text in texts.into_iter().flatten().filter(|text| !text.is_empty()) {
+        blocks.push(ContentBlock::Text {
+            text: Cow::Borrowed(text),
+        });
     }
-    if let Some(refusal) = message.refusal.filter(|text| !text.is_empty()) {
-        blocks.push(ContentBlock::Text { text: refusal });
-    }
-    let legacy = message.function_call.map(|function| ToolCall {
-        index: None,
-        id: None,
-        function,
-    });
-    for call in message.tool_calls.into_iter().chain(legacy) {
-        let Some(name) = call.function.name.filter(|name| !name.is_empty()) else {
+    for function in message
+        .tool_calls
+        .iter()
+        .map(|call| (call.id.as_deref(), &call.function))
+        .chain(
+            message
+                .function_call
+                .iter()
+                .map(|function| (None, function)),
+        )
+    {
+        let (id, function) = function;
+        let Some(name) = function.name.as_deref().filter(|name| !name.is_empty()) else {
             degraded.add("tool_call_without_name");
             continue;
         };
-        let (input, faithful) = parse_tool_arguments(call.function.arguments.as_deref());
+        let (input, faithful) = tool_input(function.arguments.as_deref());
         if !faithful {
             degraded.add("tool_arguments");
         }
         blocks.push(ContentBlock::ToolUse {
-            id: call
-                .id
+            id: id
                 .filter(|id| !id.is_empty())
-                .unwrap_or_else(|| new_id("toolu_")),
-            name,
+                .map_or_else(|| Cow::Owned(new_id("toolu_")), Cow::Borrowed),
+            name: Cow::Borrowed(name),
             input,
         });
     }

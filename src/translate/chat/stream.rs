@@ -99,6 +99,7 @@ use super::models::{ChatCompletionChunk, StopReason, ToolCall, Usage};
 use crate::translate::anthropic::{
     AnthropicUsage, BlockDelta, BlockStart, Empty, Event, MessageDelta, StartMessage, emit,
 };
+use crate::translate::lenient::from_str_bounded;
 use crate::translate::stop::StopScanner;
 use crate::translate::tool_args::JsonScan;
 use crate::translate::upstream_error::upstream_error;
@@ -434,11 +435,9 @@ impl Core {
             self.on_done(out);
             return;
         }
-        // Deep JSON is bounded like a request body (see `parsed`), not by serde_json's 128.
-        match crate::parsed::from_slice_max_depth::<ChatCompletionChunk>(
-            data.as_bytes(),
-            crate::parsed::DEFAULT_MAX_JSON_DEPTH,
-        ) {
+        // Borrowed from the event's data; deep JSON is bounded like a request body (see
+        // `parsed`), not by serde_json's 128.
+        match from_str_bounded::<ChatCompletionChunk<'_>>(data) {
             Ok(chunk) => self.on_chunk(chunk, out),
             Err(err) => self.fail(
                 &ApiError::bad_gateway(format!(
@@ -449,7 +448,7 @@ impl Core {
         }
     }
 
-    fn on_chunk(&mut self, chunk: ChatCompletionChunk, out: &mut BytesMut) {
+    fn on_chunk(&mut self, chunk: ChatCompletionChunk<'_>, out: &mut BytesMut) {
         if let Some(error) = &chunk.error {
             self.fail(&upstream_error(error), out);
             return;
@@ -625,7 +624,7 @@ impl Core {
         true
     }
 
-    fn on_tool_fragment(&mut self, call: &ToolCall, out: &mut BytesMut) {
+    fn on_tool_fragment(&mut self, call: &ToolCall<'_>, out: &mut BytesMut) {
         if self.phase.is_done() {
             return;
         }

@@ -22,27 +22,30 @@
 //! assert_eq!((usage.input_tokens, usage.cache_read_input_tokens, usage.output_tokens), (12, 8, 2));
 //! ```
 
-use serde::{Deserialize, Deserializer};
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::Value;
 
 use crate::translate::anthropic::AnthropicUsage;
+use crate::translate::lenient::{arguments_text, borrowed, lenient_u64, null_as_default};
 
 /// A `response` object: the body of a non-streamed answer, and the `response` field of the
-/// `response.created` / `completed` / `incomplete` / `failed` stream events.
+/// `response.created` / `completed` / `incomplete` / `failed` stream events. Its strings
+/// borrow from the bytes it was read from (copied only where the upstream escaped something);
+/// fields never read (`id`, `model`, `created_at`, the echoed request settings) are skipped.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct Response {
-    /// `resp_…`.
-    pub id: Option<String>,
-    /// The upstream model.
-    pub model: Option<String>,
+pub struct Response<'a> {
     /// `completed`, `incomplete`, `failed`, `in_progress`, …
-    pub status: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub status: Option<Cow<'a, str>>,
     /// The output items, in order.
-    #[serde(deserialize_with = "null_as_default")]
-    pub output: Vec<OutputItem>,
+    #[serde(borrow, deserialize_with = "null_as_default")]
+    pub output: Vec<OutputItem<'a>>,
     /// Why the response is incomplete.
-    pub incomplete_details: Option<IncompleteDetails>,
+    #[serde(borrow)]
+    pub incomplete_details: Option<IncompleteDetails<'a>>,
     /// The error of a failed response.
     pub error: Option<Value>,
     /// Token usage (absent while in progress).
@@ -52,73 +55,80 @@ pub struct Response {
 /// `incomplete_details`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct IncompleteDetails {
+pub struct IncompleteDetails<'a> {
     /// `max_output_tokens` or `content_filter`.
-    pub reason: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub reason: Option<Cow<'a, str>>,
 }
 
 /// One output item.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum OutputItem {
+pub enum OutputItem<'a> {
     /// An assistant message: text and refusal parts.
     Message {
         /// `msg_…`.
-        #[serde(default)]
-        id: Option<String>,
+        #[serde(default, borrow, deserialize_with = "borrowed")]
+        id: Option<Cow<'a, str>>,
         /// The parts.
-        #[serde(default, deserialize_with = "null_as_default")]
-        content: Vec<OutputContent>,
+        #[serde(default, borrow, deserialize_with = "null_as_default")]
+        content: Vec<OutputContent<'a>>,
     },
     /// A call of a function tool.
     FunctionCall {
         /// The item id (`fc_…`), distinct from the call id.
-        #[serde(default)]
-        id: Option<String>,
+        #[serde(default, borrow, deserialize_with = "borrowed")]
+        id: Option<Cow<'a, str>>,
         /// The call id (`call_…`) the tool result must name.
-        #[serde(default)]
-        call_id: Option<String>,
+        #[serde(default, borrow, deserialize_with = "borrowed")]
+        call_id: Option<Cow<'a, str>>,
         /// The function name.
-        #[serde(default)]
-        name: Option<String>,
+        #[serde(default, borrow, deserialize_with = "borrowed")]
+        name: Option<Cow<'a, str>>,
         /// The arguments as JSON text (an object from some servers, re-serialized).
-        #[serde(default, deserialize_with = "arguments_text")]
-        arguments: Option<String>,
+        #[serde(default, borrow, deserialize_with = "arguments_text")]
+        arguments: Option<Cow<'a, str>>,
     },
     /// The model's reasoning: a summary and, with `include: ["reasoning.encrypted_content"]`,
     /// the encrypted chain of thought to hand back next turn.
     Reasoning {
         /// `rs_…`.
-        #[serde(default)]
-        id: Option<String>,
+        #[serde(default, borrow, deserialize_with = "borrowed")]
+        id: Option<Cow<'a, str>>,
         /// Summary parts.
-        #[serde(default, deserialize_with = "null_as_default")]
-        summary: Vec<TextPart>,
+        #[serde(default, borrow, deserialize_with = "null_as_default")]
+        summary: Vec<TextPart<'a>>,
         /// Raw reasoning text (some servers, e.g. open-weight models behind vLLM).
-        #[serde(default, deserialize_with = "null_as_default")]
-        content: Vec<TextPart>,
+        #[serde(default, borrow, deserialize_with = "null_as_default")]
+        content: Vec<TextPart<'a>>,
         /// The encrypted reasoning.
-        #[serde(default)]
-        encrypted_content: Option<String>,
+        #[serde(default, borrow, deserialize_with = "borrowed")]
+        encrypted_content: Option<Cow<'a, str>>,
     },
     /// Any other item (web search calls, MCP calls, …), which has no Anthropic equivalent.
     #[serde(other)]
     Other,
 }
 
-impl OutputItem {
+impl OutputItem<'_> {
     /// The reasoning text of a reasoning item: its summary parts joined by blank lines, or
-    /// its raw reasoning text when it has no summary.
-    pub fn reasoning_text(&self) -> String {
+    /// its raw reasoning text when it has no summary (borrowed when there is one part).
+    pub fn reasoning_text(&self) -> Cow<'_, str> {
         match self {
             Self::Reasoning {
                 summary, content, ..
             } => {
                 let parts = if summary.is_empty() { content } else { summary };
-                let texts: Vec<&str> = parts.iter().map(|part| part.text.as_str()).collect();
-                texts.join("\n\n")
+                match parts.as_slice() {
+                    [] => Cow::Borrowed(""),
+                    [part] => Cow::Borrowed(&part.text),
+                    parts => {
+                        let texts: Vec<&str> = parts.iter().map(|part| &*part.text).collect();
+                        Cow::Owned(texts.join("\n\n"))
+                    }
+                }
             }
-            _ => String::new(),
+            _ => Cow::Borrowed(""),
         }
     }
 }
@@ -126,18 +136,18 @@ impl OutputItem {
 /// A part of a message item.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum OutputContent {
+pub enum OutputContent<'a> {
     /// Text.
     OutputText {
         /// The text.
-        #[serde(default)]
-        text: String,
+        #[serde(default, borrow, deserialize_with = "borrowed_or_empty")]
+        text: Cow<'a, str>,
     },
     /// A refusal.
     Refusal {
         /// Why the model refused.
-        #[serde(default)]
-        refusal: String,
+        #[serde(default, borrow, deserialize_with = "borrowed_or_empty")]
+        refusal: Cow<'a, str>,
     },
     /// Any other part.
     #[serde(other)]
@@ -147,9 +157,19 @@ pub enum OutputContent {
 /// A `{type, text}` part (`summary_text`, `reasoning_text`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct TextPart {
+pub struct TextPart<'a> {
     /// The text.
-    pub text: String,
+    #[serde(borrow, deserialize_with = "borrowed_or_empty")]
+    pub text: Cow<'a, str>,
+}
+
+/// A string field that must be a string (as `String` was), borrowed when unescaped.
+fn borrowed_or_empty<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Cow<'de, str>, D::Error> {
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Borrowed::deserialize(deserializer)?.0)
 }
 
 /// Token usage as the Responses API reports it.
@@ -204,60 +224,37 @@ impl ResponseUsage {
 
 /// One event of a Responses stream, read flat: which fields are set depends on `type`
 /// (`response.created`, `response.output_item.added`, `response.output_text.delta`, …).
+/// Borrowed from the event's data; fields never read (`sequence_number`, `logprobs`,
+/// `obfuscation`, the whole `text` of `*.done` events) are skipped.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct StreamEvent {
+pub struct StreamEvent<'a> {
     /// The event type; when absent, the SSE `event:` name is used.
-    pub r#type: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub r#type: Option<Cow<'a, str>>,
     /// `response.created` / `in_progress` / `completed` / `incomplete` / `failed`.
-    pub response: Option<Response>,
+    #[serde(borrow)]
+    pub response: Option<Response<'a>>,
     /// `response.output_item.added` / `done`.
-    pub item: Option<OutputItem>,
+    #[serde(borrow)]
+    pub item: Option<OutputItem<'a>>,
     /// The output item an event is about.
     pub output_index: Option<u64>,
     /// The id of the output item an event is about.
-    pub item_id: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub item_id: Option<Cow<'a, str>>,
     /// A text, refusal, summary or arguments fragment.
-    pub delta: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub delta: Option<Cow<'a, str>>,
     /// Which summary part of a reasoning item a summary fragment belongs to.
     pub summary_index: Option<u64>,
-    /// `response.function_call_arguments.done`: the whole arguments.
-    pub arguments: Option<String>,
     /// `error` events: the message.
-    pub message: Option<String>,
+    #[serde(borrow, deserialize_with = "borrowed")]
+    pub message: Option<Cow<'a, str>>,
     /// `error` events: the code.
     pub code: Option<Value>,
     /// An error object some servers nest instead.
     pub error: Option<Value>,
-}
-
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
-}
-
-/// Accepts integers, floats, numeric strings and null (as 0) for token counts.
-fn lenient_u64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-    Ok(match Value::deserialize(deserializer)? {
-        Value::Number(n) => n
-            .as_u64()
-            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-            .unwrap_or(0),
-        Value::String(s) => s.trim().parse().unwrap_or(0),
-        _ => 0,
-    })
-}
-
-/// Accepts `arguments` as JSON text (the standard) or as an object.
-fn arguments_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-    Ok(match Value::deserialize(deserializer)? {
-        Value::Null => None,
-        Value::String(s) => Some(s),
-        other => Some(other.to_string()),
-    })
 }
 
 #[cfg(test)]

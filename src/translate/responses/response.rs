@@ -22,6 +22,10 @@
 //! assert_eq!(message["usage"]["cache_read_input_tokens"], 20);
 //! ```
 
+use std::borrow::Cow;
+
+use serde_json::Value;
+
 use super::encode_reasoning_signature;
 use super::models::{OutputContent, OutputItem, Response};
 use crate::error::{ApiError, to_json_bytes};
@@ -29,8 +33,9 @@ use crate::ids::new_id;
 use crate::translate::anthropic::{ContentBlock, MessageResponse, StopReason};
 use crate::translate::chat::response::{ResponseContext, TranslatedResponse};
 use crate::translate::degraded::Degradations;
+use crate::translate::lenient::from_slice_bounded;
 use crate::translate::stop::cut_blocks;
-use crate::translate::tool_args::parse_tool_arguments;
+use crate::translate::tool_args::tool_input;
 use crate::translate::upstream_error::upstream_error;
 
 /// Translates a successful Responses answer into an Anthropic `message`.
@@ -49,11 +54,11 @@ pub fn translate_response(
             "upstream returned an invalid response: not a JSON object",
         ));
     }
-    let response: Response =
-        crate::parsed::from_slice_max_depth(body, crate::parsed::DEFAULT_MAX_JSON_DEPTH).map_err(
-            |err| ApiError::bad_gateway(format!("upstream returned an invalid response: {err}")),
-        )?;
-    if let Some(err) = failure(&response) {
+    // Borrowed from `body`; deep JSON is bounded like a request body (see `parsed`).
+    let response: Response<'_> = from_slice_bounded(body).map_err(|err| {
+        ApiError::bad_gateway(format!("upstream returned an invalid response: {err}"))
+    })?;
+    if let Some(err) = failure(response.status.as_deref(), response.error.as_ref()) {
         return Err(err);
     }
     let mut degraded = Degradations::default();
@@ -64,7 +69,7 @@ pub fn translate_response(
         .unwrap_or_default();
     let mut refused = false;
     let mut content = Vec::with_capacity(response.output.len());
-    for item in response.output {
+    for item in &response.output {
         item_blocks(item, &mut content, &mut refused, &mut degraded);
     }
     let stopped = cut_blocks(&mut content, context.stop_sequences);
@@ -101,9 +106,9 @@ pub fn translate_response(
 }
 
 /// The error of a response that failed (`status: failed` or an `error` object), if it did.
-pub(crate) fn failure(response: &Response) -> Option<ApiError> {
-    let error = response.error.as_ref().filter(|error| !error.is_null());
-    if response.status.as_deref() != Some("failed") && error.is_none() {
+pub(crate) fn failure(status: Option<&str>, error: Option<&Value>) -> Option<ApiError> {
+    let error = error.filter(|error| !error.is_null());
+    if status != Some("failed") && error.is_none() {
         return None;
     }
     Some(match error {
@@ -129,24 +134,28 @@ pub(crate) fn stop_reason(
     }
 }
 
-fn item_blocks(
-    item: OutputItem,
-    blocks: &mut Vec<ContentBlock>,
+/// The blocks of one output item, borrowing their text from it.
+fn item_blocks<'a>(
+    item: &'a OutputItem<'_>,
+    blocks: &mut Vec<ContentBlock<'a>>,
     refused: &mut bool,
     degraded: &mut Degradations,
 ) {
-    let thinking = item.reasoning_text();
     match item {
         OutputItem::Message { content, .. } => {
             for part in content {
                 match part {
                     OutputContent::OutputText { text } if !text.is_empty() => {
-                        blocks.push(ContentBlock::Text { text });
+                        blocks.push(ContentBlock::Text {
+                            text: Cow::Borrowed(text),
+                        });
                     }
                     OutputContent::Refusal { refusal } => {
                         *refused = true;
                         if !refusal.is_empty() {
-                            blocks.push(ContentBlock::Text { text: refusal });
+                            blocks.push(ContentBlock::Text {
+                                text: Cow::Borrowed(refusal),
+                            });
                         }
                     }
                     OutputContent::OutputText { .. } => {}
@@ -160,20 +169,21 @@ fn item_blocks(
             name,
             arguments,
         } => {
-            let Some(name) = name.filter(|name| !name.is_empty()) else {
+            let Some(name) = name.as_deref().filter(|name| !name.is_empty()) else {
                 degraded.add("tool_call_without_name");
                 return;
             };
-            let (input, faithful) = parse_tool_arguments(arguments.as_deref());
+            let (input, faithful) = tool_input(arguments.as_deref());
             if !faithful {
                 degraded.add("tool_arguments");
             }
             blocks.push(ContentBlock::ToolUse {
                 id: call_id
-                    .or(id)
+                    .as_deref()
+                    .or(id.as_deref())
                     .filter(|id| !id.is_empty())
-                    .unwrap_or_else(|| new_id("toolu_")),
-                name,
+                    .map_or_else(|| Cow::Owned(new_id("toolu_")), Cow::Borrowed),
+                name: Cow::Borrowed(name),
                 input,
             });
         }
@@ -182,13 +192,14 @@ fn item_blocks(
             encrypted_content,
             ..
         } => {
+            let thinking = item.reasoning_text();
             let signature = reasoning_signature(id.as_deref(), encrypted_content.as_deref());
             if thinking.is_empty() && signature.is_empty() {
                 return;
             }
             blocks.push(ContentBlock::Thinking {
                 thinking,
-                signature,
+                signature: Cow::Owned(signature),
             });
         }
         OutputItem::Other => degraded.add("unknown_output"),

@@ -55,6 +55,8 @@
 //! assert!(translator.status().is_completed());
 //! ```
 
+use std::borrow::Cow;
+
 use bytes::BytesMut;
 
 use super::models::{OutputContent, OutputItem, Response, StreamEvent};
@@ -66,6 +68,7 @@ use crate::translate::anthropic::{
     emit,
 };
 use crate::translate::chat::stream::{StreamConfig, StreamStatus};
+use crate::translate::lenient::from_str_bounded;
 use crate::translate::stop::StopScanner;
 use crate::translate::upstream_error::upstream_error;
 
@@ -274,19 +277,23 @@ impl Item {
     }
 }
 
-fn kind_of(item: &OutputItem) -> Kind {
+fn kind_of(item: &OutputItem<'_>) -> Kind {
     match item {
         OutputItem::Message { .. } => Kind::Text,
         OutputItem::Reasoning { .. } => Kind::Thinking,
         OutputItem::FunctionCall { call_id, name, .. } => Kind::Tool {
-            call_id: call_id.clone().filter(|id| !id.is_empty()),
-            name: name.clone().filter(|name| !name.is_empty()),
+            call_id: non_empty(call_id.as_deref()),
+            name: non_empty(name.as_deref()),
         },
         OutputItem::Other => Kind::Ignored,
     }
 }
 
-fn item_id(item: &OutputItem) -> Option<&str> {
+fn non_empty(text: Option<&str>) -> Option<String> {
+    text.filter(|text| !text.is_empty()).map(str::to_owned)
+}
+
+fn item_id<'a>(item: &'a OutputItem<'_>) -> Option<&'a str> {
     match item {
         OutputItem::Message { id, .. }
         | OutputItem::FunctionCall { id, .. }
@@ -323,11 +330,9 @@ impl Core {
         if data.is_empty() || data == "[DONE]" {
             return;
         }
-        // Deep JSON is bounded like a request body (see `parsed`), not by serde_json's 128.
-        let parsed: StreamEvent = match crate::parsed::from_slice_max_depth(
-            data.as_bytes(),
-            crate::parsed::DEFAULT_MAX_JSON_DEPTH,
-        ) {
+        // Borrowed from the event's data; deep JSON is bounded like a request body (see
+        // `parsed`), not by serde_json's 128.
+        let parsed: StreamEvent<'_> = match from_str_bounded(data) {
             Ok(parsed) => parsed,
             Err(err) => {
                 self.fail(
@@ -363,7 +368,7 @@ impl Core {
             }
             "response.failed" => {
                 let response = parsed.response.unwrap_or_default();
-                let err = failure(&response)
+                let err = failure(response.status.as_deref(), response.error.as_ref())
                     .unwrap_or_else(|| ApiError::bad_gateway("the upstream response failed"));
                 self.fail(&err, out);
             }
@@ -371,7 +376,7 @@ impl Core {
                 let error = match parsed.error {
                     Some(error) if !error.is_null() => error,
                     _ => serde_json::json!({
-                        "message": parsed.message.unwrap_or_else(|| data.to_owned()),
+                        "message": parsed.message.map_or_else(|| data.to_owned(), Cow::into_owned),
                         "code": parsed.code,
                     }),
                 };
@@ -439,7 +444,7 @@ impl Core {
         position
     }
 
-    fn on_item_added(&mut self, event: StreamEvent, out: &mut BytesMut) {
+    fn on_item_added(&mut self, event: StreamEvent<'_>, out: &mut BytesMut) {
         self.start(out);
         let Some(item) = event.item else {
             return;
@@ -459,7 +464,7 @@ impl Core {
         self.advance(out);
     }
 
-    fn on_delta(&mut self, kind: DeltaKind, event: StreamEvent, out: &mut BytesMut) {
+    fn on_delta(&mut self, kind: DeltaKind, event: StreamEvent<'_>, out: &mut BytesMut) {
         self.start(out);
         let Some(delta) = event.delta.filter(|delta| !delta.is_empty()) else {
             return;
@@ -482,7 +487,8 @@ impl Core {
                         }
                     }
                 };
-                self.insert(Item::new(event.output_index, event.item_id, item_kind))
+                let item_id = event.item_id.as_deref().map(str::to_owned);
+                self.insert(Item::new(event.output_index, item_id, item_kind))
             }
         };
         let item = &mut self.items[position];
@@ -500,7 +506,7 @@ impl Core {
         }
         item.streamed = true;
         let separated;
-        let mut text = delta.as_str();
+        let mut text: &str = &delta;
         if kind == DeltaKind::Summary {
             // Summary parts are joined by a blank line, as in a JSON answer.
             let part = event.summary_index;
@@ -529,7 +535,7 @@ impl Core {
         }
     }
 
-    fn on_item_done(&mut self, event: StreamEvent, out: &mut BytesMut) {
+    fn on_item_done(&mut self, event: StreamEvent<'_>, out: &mut BytesMut) {
         self.start(out);
         let Some(item) = event.item else {
             return;
@@ -565,8 +571,8 @@ impl Core {
 
     /// Takes the name, call id and signature from a finished item; returns its whole text
     /// when no fragment of it was streamed.
-    fn complete_item(&mut self, position: usize, done: OutputItem) -> Option<String> {
-        let thinking = done.reasoning_text();
+    fn complete_item(&mut self, position: usize, done: OutputItem<'_>) -> Option<String> {
+        let thinking = done.reasoning_text().into_owned();
         let target = &mut self.items[position];
         let streamed = target.streamed;
         match (&mut target.kind, done) {
@@ -580,12 +586,15 @@ impl Core {
                 },
             ) => {
                 if call_id.is_none() {
-                    *call_id = done_id.filter(|id| !id.is_empty());
+                    *call_id = non_empty(done_id.as_deref());
                 }
                 if name.is_none() {
-                    *name = done_name.filter(|name| !name.is_empty());
+                    *name = non_empty(done_name.as_deref());
                 }
-                (!streamed).then_some(arguments).flatten()
+                (!streamed)
+                    .then_some(arguments)
+                    .flatten()
+                    .map(Cow::into_owned)
             }
             (Kind::Text, OutputItem::Message { content, .. }) => (!streamed).then(|| {
                 let mut text = String::new();
@@ -800,7 +809,7 @@ impl Core {
         self.complete(StopReason::StopSequence, Some(&sequence), usage, out);
     }
 
-    fn on_complete(&mut self, kind: &str, response: Response, out: &mut BytesMut) {
+    fn on_complete(&mut self, kind: &str, response: Response<'_>, out: &mut BytesMut) {
         self.start(out);
         if self.items.is_empty() {
             // A server that sent the output only with the completed response.
