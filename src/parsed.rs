@@ -204,6 +204,32 @@ impl ParsedBody {
         self.bytes.get(field.value.clone())
     }
 
+    /// The top-level fields in document order (repeated keys included): each key, decoded,
+    /// and its value's JSON text. Empty when the document is not an object.
+    ///
+    /// ```
+    /// # use tower_llm_bridge::parsed::ParsedBody;
+    /// let parsed = ParsedBody::parse(br#"{"a": 1, "b\u0021": [2]}"#[..].into()).unwrap();
+    /// let fields: Vec<_> = parsed.fields().collect();
+    /// assert_eq!(fields, [("a".into(), &b"1"[..]), ("b!".into(), &b"[2]"[..])]);
+    /// ```
+    pub fn fields(&self) -> impl Iterator<Item = (Cow<'_, str>, &[u8])> {
+        let bytes = &self.bytes[..];
+        self.fields
+            .iter()
+            .flat_map(|fields| fields.iter())
+            .map(move |field| {
+                let raw = bytes.get(field.key.clone()).unwrap_or_default();
+                let key = if field.escaped {
+                    Cow::Owned(serde_json::from_slice::<String>(raw).unwrap_or_default())
+                } else {
+                    let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
+                    Cow::Borrowed(std::str::from_utf8(inner).unwrap_or_default())
+                };
+                (key, bytes.get(field.value.clone()).unwrap_or_default())
+            })
+    }
+
     /// Top-level field `name` when it is a string, decoded (borrowed when it has no escapes).
     ///
     /// ```

@@ -17,23 +17,26 @@ use serde_json::value::RawValue;
 use crate::error::ApiError;
 use crate::parsed::ParsedBody;
 
-/// The top-level fields translation reads; the others never leave the bytes.
-const READ: &[&str] = &[
-    "model",
-    "max_tokens",
-    "system",
-    "messages",
-    "temperature",
-    "top_p",
-    "top_k",
-    "stop_sequences",
-    "stream",
-    "tools",
-    "tool_choice",
-    "metadata",
-    "output_config",
-    "thinking",
-];
+/// Whether translation reads top-level field `name`; the others never leave the bytes.
+fn is_read(name: &str) -> bool {
+    matches!(
+        name,
+        "model"
+            | "max_tokens"
+            | "system"
+            | "messages"
+            | "temperature"
+            | "top_p"
+            | "top_k"
+            | "stop_sequences"
+            | "stream"
+            | "tools"
+            | "tool_choice"
+            | "metadata"
+            | "output_config"
+            | "thinking"
+    )
+}
 
 /// Fields whose value is forwarded verbatim, wherever they appear: kept as raw JSON text.
 fn is_verbatim(key: &str) -> bool {
@@ -123,14 +126,14 @@ impl<'a> RequestView<'a> {
                 "request body must be a JSON object",
             ));
         }
-        let mut fields = Vec::with_capacity(READ.len());
-        for &name in READ {
-            if let Some(raw) = body.field(name) {
-                // The top-level object is the first level.
+        let mut fields = Vec::new();
+        // One walk over the index; a repeated key is looked up last-first, as a map keeps it.
+        for (name, raw) in body.fields() {
+            if is_read(&name) {
                 let node = parse_node(raw, max_depth).map_err(|err| {
                     ApiError::invalid_request(format!("request body is not valid JSON: {err}"))
                 })?;
-                fields.push((Cow::Borrowed(name), node));
+                fields.push((name, node));
             }
         }
         Ok(Self {
