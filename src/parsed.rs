@@ -204,6 +204,32 @@ impl ParsedBody {
         self.bytes.get(field.value.clone())
     }
 
+    /// The top-level fields in document order (repeated keys included): each key, decoded,
+    /// and its value's JSON text. Empty when the document is not an object.
+    ///
+    /// ```
+    /// # use tower_llm_bridge::parsed::ParsedBody;
+    /// let parsed = ParsedBody::parse(br#"{"a": 1, "b\u0021": [2]}"#[..].into()).unwrap();
+    /// let fields: Vec<_> = parsed.fields().collect();
+    /// assert_eq!(fields, [("a".into(), &b"1"[..]), ("b!".into(), &b"[2]"[..])]);
+    /// ```
+    pub fn fields(&self) -> impl Iterator<Item = (Cow<'_, str>, &[u8])> {
+        let bytes = &self.bytes[..];
+        self.fields
+            .iter()
+            .flat_map(|fields| fields.iter())
+            .map(move |field| {
+                let raw = bytes.get(field.key.clone()).unwrap_or_default();
+                let key = if field.escaped {
+                    Cow::Owned(serde_json::from_slice::<String>(raw).unwrap_or_default())
+                } else {
+                    let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
+                    Cow::Borrowed(std::str::from_utf8(inner).unwrap_or_default())
+                };
+                (key, bytes.get(field.value.clone()).unwrap_or_default())
+            })
+    }
+
     /// Top-level field `name` when it is a string, decoded (borrowed when it has no escapes).
     ///
     /// ```
@@ -214,10 +240,12 @@ impl ParsedBody {
     /// ```
     pub fn str_field(&self, name: &str) -> Option<Cow<'_, str>> {
         let raw = self.field(name)?;
-        if raw.first() != Some(&b'"') {
-            return None;
+        let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+        if memchr::memchr(b'\\', inner).is_none() {
+            // Checked UTF-8 when parsed; no escapes: the text is the value.
+            return std::str::from_utf8(inner).ok().map(Cow::Borrowed);
         }
-        serde_json::from_slice(raw).ok()
+        serde_json::from_slice::<String>(raw).ok().map(Cow::Owned)
     }
 
     /// Top-level field `name` when it is a boolean.
@@ -522,6 +550,24 @@ fn scan(bytes: &[u8], max_depth: usize) -> Option<Option<Vec<Field>>> {
     }
 }
 
+/// Whether `bytes` hold a byte below `0x20`, eight bytes at a time.
+fn has_control(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const SPACES: u64 = ONES * 0x20;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_ne_bytes(word);
+        // A byte under 0x20 borrows when 0x20 is subtracted and had its high bit clear.
+        if word.wrapping_sub(SPACES) & !word & HIGH != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&b| b < 0x20)
+}
+
 struct Cursor<'b> {
     bytes: &'b [u8],
     at: usize,
@@ -563,7 +609,7 @@ impl Cursor<'_> {
             let rest = self.bytes.get(self.at..)?;
             let found = memchr::memchr2(b'"', b'\\', rest)?;
             // JSON strings hold no raw control characters.
-            if rest.get(..found)?.iter().any(|&b| b < 0x20) {
+            if has_control(rest.get(..found)?) {
                 return None;
             }
             self.at += found;
@@ -1443,6 +1489,36 @@ mod tests {
             err.message(),
             "request body arrived too slowly: 9 bytes in 10000 ms, below the minimum of 16384 bytes/s"
         );
+    }
+
+    #[test]
+    fn control_bytes_are_found_at_every_position() {
+        for len in 0..20 {
+            let clean = vec![b'a'; len];
+            assert!(!has_control(&clean));
+            assert!(!has_control(&vec![0x20; len]));
+            assert!(!has_control(&vec![0xff; len]));
+            assert!(!has_control(&vec![0x80; len]));
+            for at in 0..len {
+                for bad in [0x00, 0x01, 0x0a, 0x1f] {
+                    let mut bytes = clean.clone();
+                    bytes[at] = bad;
+                    assert!(has_control(&bytes), "{len} {at} {bad}");
+                    // Neighbours that could hide a borrow in a carry.
+                    bytes
+                        .iter_mut()
+                        .filter(|b| **b == b'a')
+                        .for_each(|b| *b = 0x20);
+                    assert!(has_control(&bytes), "{len} {at} {bad}");
+                }
+            }
+        }
+        for byte in 0..=255u8 {
+            assert_eq!(has_control(&[byte; 9]), byte < 0x20, "{byte}");
+            let mut word = [b'q'; 8];
+            word[5] = byte;
+            assert_eq!(has_control(&word), byte < 0x20, "{byte}");
+        }
     }
 
     /// The one-pass scan never accepts what serde_json's reader refuses, indexes the same

@@ -17,23 +17,26 @@ use serde_json::value::RawValue;
 use crate::error::ApiError;
 use crate::parsed::ParsedBody;
 
-/// The top-level fields translation reads; the others never leave the bytes.
-const READ: &[&str] = &[
-    "model",
-    "max_tokens",
-    "system",
-    "messages",
-    "temperature",
-    "top_p",
-    "top_k",
-    "stop_sequences",
-    "stream",
-    "tools",
-    "tool_choice",
-    "metadata",
-    "output_config",
-    "thinking",
-];
+/// Whether translation reads top-level field `name`; the others never leave the bytes.
+fn is_read(name: &str) -> bool {
+    matches!(
+        name,
+        "model"
+            | "max_tokens"
+            | "system"
+            | "messages"
+            | "temperature"
+            | "top_p"
+            | "top_k"
+            | "stop_sequences"
+            | "stream"
+            | "tools"
+            | "tool_choice"
+            | "metadata"
+            | "output_config"
+            | "thinking"
+    )
+}
 
 /// Fields whose value is forwarded verbatim, wherever they appear: kept as raw JSON text.
 fn is_verbatim(key: &str) -> bool {
@@ -123,14 +126,14 @@ impl<'a> RequestView<'a> {
                 "request body must be a JSON object",
             ));
         }
-        let mut fields = Vec::with_capacity(READ.len());
-        for &name in READ {
-            if let Some(raw) = body.field(name) {
-                // The top-level object is the first level.
+        let mut fields = Vec::new();
+        // One walk over the index; a repeated key is looked up last-first, as a map keeps it.
+        for (name, raw) in body.fields() {
+            if is_read(&name) {
                 let node = parse_node(raw, max_depth).map_err(|err| {
                     ApiError::invalid_request(format!("request body is not valid JSON: {err}"))
                 })?;
-                fields.push((Cow::Borrowed(name), node));
+                fields.push((name, node));
             }
         }
         Ok(Self {
@@ -235,7 +238,7 @@ impl<'de> Visitor<'de> for NodeSeed {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
         let inner = self.deeper()?;
         let mut fields = Vec::new();
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = map.next_key_seed(StrSeed)? {
             let value = if is_verbatim(&key) {
                 Node::Raw(map.next_value::<&'de RawValue>()?)
             } else {
@@ -244,6 +247,38 @@ impl<'de> Visitor<'de> for NodeSeed {
             fields.push((key, value));
         }
         Ok(Node::Object(Object(fields)))
+    }
+}
+
+/// Deserializes a string borrowed from the input unless it holds escapes (serde's own
+/// `Cow<str>` always copies).
+struct StrSeed;
+
+impl<'de> DeserializeSeed<'de> for StrSeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Cow<'de, str>, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrSeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E>(self, value: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(value))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(value.to_owned()))
+    }
+
+    fn visit_string<E>(self, value: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(value))
     }
 }
 
@@ -332,6 +367,14 @@ mod tests {
         };
         let content = messages[0].as_object().and_then(|m| m.get("content"));
         assert!(matches!(content, Some(Node::Str(Cow::Owned(text))) if text == "a\nb"));
+        let message = messages[0].as_object().expect("object");
+        assert!(
+            message
+                .0
+                .iter()
+                .all(|(key, _)| matches!(key, Cow::Borrowed(_))),
+            "keys without escapes are borrowed"
+        );
         let role = messages[0].as_object().and_then(|m| m.get("role"));
         assert!(matches!(role, Some(Node::Str(Cow::Borrowed("user")))));
     }
