@@ -594,8 +594,8 @@ fn check_stop_sequences(events: &[Value], configured: bool) {
 // (c) OpenAI response and error bodies
 // ---------------------------------------------------------------------------------------------
 
-/// `translate_response`, `translate_error` (several statuses) and `parse_tool_arguments` on
-/// the raw bytes of an upstream body.
+/// `translate_response` (both wires), `translate_error` (several statuses) and
+/// `parse_tool_arguments` on the raw bytes of an upstream body.
 pub fn response(data: &[u8]) {
     let stop_sequences = ["END".to_owned(), "\n\nHuman:".to_owned()];
     let context = ResponseContext {
@@ -603,10 +603,22 @@ pub fn response(data: &[u8]) {
         stop_sequences: &stop_sequences,
     };
     match translate_response(data, &context) {
-        Ok(translated) => check_message(&translated.body, &stop_sequences),
+        Ok(translated) => check_message(&translated.body, &stop_sequences, false),
         Err(err) => {
             assert_eq!(err.status(), StatusCode::BAD_GATEWAY, "{err}");
             assert_eq!(err.error_type(), "api_error");
+            check_error_shape(&err);
+        }
+    }
+    // The same bytes as an answer of the Responses wire: a message, or an error (a failed
+    // response carries the upstream's error, whose status may be a client one).
+    match tower_llm_bridge::translate::responses::response::translate_response(data, &context) {
+        Ok(translated) => check_message(&translated.body, &stop_sequences, true),
+        Err(err) => {
+            assert!(
+                err.status().is_client_error() || err.status().is_server_error(),
+                "{err}"
+            );
             check_error_shape(&err);
         }
     }
@@ -630,7 +642,9 @@ pub fn response(data: &[u8]) {
     }
 }
 
-fn check_message(body: &[u8], stop_sequences: &[String]) {
+/// An Anthropic message; `signed` says thinking blocks carry a signature (the Responses
+/// wire signs reasoning items), else it is empty.
+fn check_message(body: &[u8], stop_sequences: &[String], signed: bool) {
     let message: Value = serde_json::from_slice(body).expect("message is JSON");
     assert_eq!(message["type"], "message");
     assert_eq!(message["role"], "assistant");
@@ -645,7 +659,8 @@ fn check_message(body: &[u8], stop_sequences: &[String]) {
             Some("text") => assert!(block["text"].as_str().is_some_and(|t| !t.is_empty())),
             Some("thinking") => {
                 assert!(block["thinking"].is_string());
-                assert_eq!(block["signature"], "");
+                let signature = block["signature"].as_str().expect("signature");
+                assert_eq!(signature.is_empty(), !signed, "{block}");
             }
             Some("tool_use") => {
                 assert!(block["id"].as_str().is_some_and(|id| !id.is_empty()));
