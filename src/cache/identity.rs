@@ -9,6 +9,9 @@ use sha2::{Digest, Sha256};
 /// Domain separation, so these hashes are useless as hashes of the bare credential.
 const DOMAIN: &[u8] = b"tlb-caller/v1\0";
 
+/// A static name: looked up without parsing the name on every request.
+static X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
 /// The caller a cached answer belongs to, as a hash of their credential.
 ///
 /// An authentication layer in front of the cache inserts it as a request extension once it
@@ -68,7 +71,7 @@ impl CallerIdentity {
     /// `authorization`, else anonymous.
     pub(crate) fn from_headers(headers: &HeaderMap) -> Self {
         headers
-            .get("x-api-key")
+            .get(&X_API_KEY)
             .or_else(|| headers.get(http::header::AUTHORIZATION))
             .map_or_else(Self::anonymous, |value| {
                 Self::from_credential_bytes(value.as_bytes())

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, request};
 use http_body::Body;
 use http_body_util::{Either, Full};
@@ -24,7 +24,8 @@ use crate::error::ApiError;
 use crate::parsed::{ParsedBody, collect_limited};
 use crate::report::UpstreamAttempts;
 
-const X_CACHE: &str = "x-cache";
+/// A static name: inserting it costs no parse of the name on every response.
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// Response headers replayed on a hit; everything else is specific to the original exchange.
 const STORED_HEADERS: [&str; 2] = ["content-type", "x-llm-bridge-degraded"];
 
@@ -224,7 +225,7 @@ where
         let res = inner.call(forward(parts, parsed)).await?;
         let mut res = res.map(|body| ResponseBody::inner(body, None));
         res.headers_mut()
-            .insert(X_CACHE, HeaderValue::from_static("BYPASS"));
+            .insert(&X_CACHE, HeaderValue::from_static("BYPASS"));
         return Ok(res);
     };
 
@@ -288,7 +289,7 @@ where
     let (mut res_parts, body) = res.into_parts();
     res_parts
         .headers
-        .insert(X_CACHE, HeaderValue::from_static("MISS"));
+        .insert(&X_CACHE, HeaderValue::from_static("MISS"));
     if let Some(codec) = codec {
         if !(is_cacheable(&res_parts, &body, plan.ttl_secs, usize::MAX)
             && has_content_type(&res_parts.headers, codec.content_type()))
@@ -341,7 +342,7 @@ where
     let mut entry_headers = stored_headers(&res_parts.headers);
     let mut follower_headers = entry_headers.clone();
     follower_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    follower_headers.insert(X_CACHE, HeaderValue::from_static("HIT"));
+    follower_headers.insert(&X_CACHE, HeaderValue::from_static("HIT"));
     follower_headers.insert(header::AGE, HeaderValue::from(0));
     // The entry is the JSON answer, whatever content type the stream had.
     entry_headers.insert(
@@ -508,7 +509,7 @@ fn hit<ResBody, B>(key: &str, entry: CacheEntry) -> Response<ResponseBody<ResBod
     *res.status_mut() = entry.status;
     *res.headers_mut() = entry.headers;
     let headers = res.headers_mut();
-    headers.insert(X_CACHE, HeaderValue::from_static("HIT"));
+    headers.insert(&X_CACHE, HeaderValue::from_static("HIT"));
     headers.insert(header::AGE, HeaderValue::from(age));
     res
 }

@@ -23,7 +23,7 @@
 
 use std::borrow::Cow;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -50,6 +50,19 @@ pub struct MessageResponse<'a> {
     pub stop_sequence: Option<String>,
     /// Token usage.
     pub usage: AnthropicUsage,
+}
+
+impl MessageResponse<'_> {
+    /// The message as JSON, written into a buffer sized for it up front (`size_hint`: the
+    /// upstream answer's length) rather than grown step by step.
+    pub(crate) fn to_bytes(&self, size_hint: usize) -> Bytes {
+        let mut out = Vec::with_capacity(size_hint.saturating_add(256));
+        match serde_json::to_writer(&mut out, self) {
+            Ok(()) => Bytes::from(out),
+            // Unreachable in practice: strings, numbers and checked raw JSON.
+            Err(_) => Bytes::new(),
+        }
+    }
 }
 
 /// An Anthropic response content block; its text borrows from the upstream answer where it

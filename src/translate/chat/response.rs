@@ -23,7 +23,7 @@ use bytes::Bytes;
 
 use super::models::{AssistantMessage, ChatCompletion, ContentBlock, MessageResponse, StopReason};
 use super::request::Degradations;
-use crate::error::{ApiError, to_json_bytes};
+use crate::error::ApiError;
 use crate::ids::new_id;
 use crate::translate::lenient::from_slice_bounded;
 use crate::translate::stop::cut_blocks;
@@ -101,7 +101,7 @@ pub fn translate_response(
         usage,
     };
     Ok(TranslatedResponse {
-        body: to_json_bytes(&message),
+        body: message.to_bytes(body.len()),
         degraded,
         usage: usage.into(),
     })

@@ -232,12 +232,13 @@ pub struct StreamEvent<'a> {
     /// The event type; when absent, the SSE `event:` name is used.
     #[serde(borrow, deserialize_with = "borrowed")]
     pub r#type: Option<Cow<'a, str>>,
-    /// `response.created` / `in_progress` / `completed` / `incomplete` / `failed`.
+    /// `response.created` / `in_progress` / `completed` / `incomplete` / `failed` (boxed, as
+    /// the item: most events have neither, and the event is moved around whole).
     #[serde(borrow)]
-    pub response: Option<Response<'a>>,
+    pub response: Option<Box<Response<'a>>>,
     /// `response.output_item.added` / `done`.
     #[serde(borrow)]
-    pub item: Option<OutputItem<'a>>,
+    pub item: Option<Box<OutputItem<'a>>>,
     /// The output item an event is about.
     pub output_index: Option<u64>,
     /// The id of the output item an event is about.

@@ -28,7 +28,7 @@ use serde_json::Value;
 
 use super::encode_reasoning_signature;
 use super::models::{OutputContent, OutputItem, Response};
-use crate::error::{ApiError, to_json_bytes};
+use crate::error::ApiError;
 use crate::ids::new_id;
 use crate::translate::anthropic::{ContentBlock, MessageResponse, StopReason};
 use crate::translate::chat::response::{ResponseContext, TranslatedResponse};
@@ -99,7 +99,7 @@ pub fn translate_response(
         usage,
     };
     Ok(TranslatedResponse {
-        body: to_json_bytes(&message),
+        body: message.to_bytes(body.len()),
         degraded,
         usage: usage.into(),
     })

@@ -364,7 +364,7 @@ impl Core {
             "response.output_item.done" => self.on_item_done(parsed, out),
             "response.completed" | "response.incomplete" => {
                 let response = parsed.response.unwrap_or_default();
-                self.on_complete(kind, response, out);
+                self.on_complete(kind, *response, out);
             }
             "response.failed" => {
                 let response = parsed.response.unwrap_or_default();
@@ -558,7 +558,7 @@ impl Core {
             return;
         }
         // What the fragments did not carry comes from the finished item.
-        let whole = self.complete_item(position, item);
+        let whole = self.complete_item(position, *item);
         if let Some(whole) = whole.filter(|whole| !whole.is_empty()) {
             self.on_text(position, &whole, out);
         }
