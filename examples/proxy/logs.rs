@@ -212,21 +212,11 @@ impl PlainVisitor<'_> {
 
 impl Visit for PlainVisitor<'_> {
     fn record_u64(&mut self, field: &Field, value: u64) {
-        let mut buf = [0u8; 20];
-        self.plain(field, decimal(value, &mut buf));
+        self.plain(field, itoa::Buffer::new().format(value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        let mut buf = [0u8; 20];
-        let digits = decimal(value.unsigned_abs(), &mut buf);
-        if value < 0 && self.result.is_ok() {
-            self.result = self
-                .name(field)
-                .and_then(|()| self.writer.write_char('-'))
-                .and_then(|()| self.writer.write_str(digits));
-        } else {
-            self.plain(field, digits);
-        }
+        self.plain(field, itoa::Buffer::new().format(value));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -259,19 +249,4 @@ impl Visit for PlainVisitor<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.delegate(field, |inner| inner.record_debug(field, value));
     }
-}
-
-/// `value` in decimal, written into the end of `buf`.
-fn decimal(mut value: u64, buf: &mut [u8; 20]) -> &str {
-    let mut start = buf.len();
-    loop {
-        start -= 1;
-        buf[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&buf[start..]).unwrap_or("0")
 }

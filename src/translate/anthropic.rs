@@ -331,7 +331,7 @@ fn write_delta(out: &mut BytesMut, index: u32, prefix: &[u8], text: &str) {
     out.put_slice(
         b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":",
     );
-    put_decimal(out, index);
+    out.put_slice(itoa::Buffer::new().format(index).as_bytes());
     out.put_slice(b",\"delta\":");
     out.put_slice(prefix);
     // A string always serializes; serde_json escapes line breaks, so the frame stays intact.
@@ -340,20 +340,6 @@ fn write_delta(out: &mut BytesMut, index: u32, prefix: &[u8], text: &str) {
         tracing::error!(%err, "failed to serialize a stream event");
     }
     writer.into_inner().put_slice(b"}}\n\n");
-}
-
-fn put_decimal(out: &mut BytesMut, mut n: u32) {
-    let mut digits = [0u8; 10];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&digits[start..]);
 }
 
 /// Every content block type the Anthropic Messages API accepts in `messages[].content`, GA
