@@ -35,6 +35,7 @@ use tower_llm_bridge::cache::{
     AnthropicMessages, CacheBackend, CacheEntry, MemoryCache, RedisCache, RedisCacheOptions,
     ResponseCacheLayer, StreamCodec, TieredCache,
 };
+use tower_llm_bridge::parsed::ParsedBody;
 
 const KEY: &str = "anth:4f1c2a9d0b7e6f5a4c3b2a1908f7e6d5c4b3a29180f7e6d5c4b3a2918f7e6d5c";
 
@@ -216,7 +217,7 @@ fn bench_forms(c: &mut Criterion) {
     let mut acc = codec.accumulator();
     acc.push(&raw).expect("valid");
     let message = acc.finish().expect("complete");
-    let request: Value = serde_json::from_str(STREAM_REQUEST).expect("json");
+    let request = ParsedBody::parse(Bytes::from_static(STREAM_REQUEST.as_bytes())).expect("json");
     let rendered = codec.render_stream(&message, &request).expect("render");
     let events = raw.windows(2).filter(|w| w == b"\n\n").count();
     eprintln!(

@@ -942,7 +942,8 @@ fn check_recorded(name: &str, answer: &[u8]) {
 /// what a clean end needs, such as a finish reason, renders faithfully without it, so its
 /// stream is not recorded again.)
 fn replay(name: &str, codec: &dyn StreamCodec, answer: &[u8], request: &Value, recorded: bool) {
-    let stream = match codec.render_stream(answer, request) {
+    let parsed = ParsedBody::from_json(request.clone());
+    let stream = match codec.render_stream(answer, &parsed) {
         Ok(stream) => stream,
         Err(CodecError::Malformed(_)) => return,
         Err(CodecError::Unsuitable(why)) => {
@@ -969,7 +970,7 @@ fn replay(name: &str, codec: &dyn StreamCodec, answer: &[u8], request: &Value, r
         Err(_) => return,
     };
     let again = codec
-        .render_stream(&once, request)
+        .render_stream(&once, &parsed)
         .unwrap_or_else(|err| panic!("{name}: a recorded rendering does not render ({err})"));
     let twice = accumulate(codec, &[&again])
         .unwrap_or_else(|err| panic!("{name}: a second rendering does not record ({err})"));

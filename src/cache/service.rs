@@ -415,8 +415,7 @@ fn answer<ResBody, B>(
     let Some(codec) = codec else {
         return Some(hit(key, entry));
     };
-    // The codec API takes the request as a tree: built for a streamed hit only.
-    let stream = match codec.render_stream(&entry.response_body, &request.to_value()) {
+    let stream = match codec.render_stream(&entry.response_body, request) {
         Ok(stream) => stream,
         Err(err) => {
             tracing::debug!(%key, error = %err, "cached entry cannot serve this stream; miss");

@@ -4,6 +4,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value, json};
 
 use super::{CodecError, StreamAccumulator, StreamCodec, malformed};
+use crate::parsed::ParsedBody;
 use crate::sse::{SseDecoder, SseError, SseEvent, encode_json_event};
 
 /// [`StreamCodec`] for Anthropic's `POST /v1/messages`.
@@ -40,7 +41,7 @@ impl StreamCodec for AnthropicMessages {
         })
     }
 
-    fn render_stream(&self, answer: &[u8], _request: &Value) -> Result<Bytes, CodecError> {
+    fn render_stream(&self, answer: &[u8], _request: &ParsedBody) -> Result<Bytes, CodecError> {
         render(answer)
     }
 

@@ -5,6 +5,8 @@ use std::fmt;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 
+use crate::parsed::ParsedBody;
+
 mod anthropic;
 mod openai;
 
@@ -31,6 +33,7 @@ pub use openai::OpenAiChat;
 /// ```
 /// use serde_json::{json, Value};
 /// use tower_llm_bridge::cache::{AnthropicMessages, StreamCodec};
+/// use tower_llm_bridge::parsed::ParsedBody;
 ///
 /// let codec = AnthropicMessages;
 /// let message = json!({
@@ -39,7 +42,8 @@ pub use openai::OpenAiChat;
 ///     "stop_reason": "end_turn", "stop_sequence": null,
 ///     "usage": {"input_tokens": 5, "output_tokens": 1}
 /// });
-/// let stream = codec.render_stream(message.to_string().as_bytes(), &json!({})).unwrap();
+/// let request = ParsedBody::from_json(json!({"stream": true}));
+/// let stream = codec.render_stream(message.to_string().as_bytes(), &request).unwrap();
 /// assert!(stream.starts_with(b"event: message_start\n"));
 ///
 /// // Accumulating the rendered stream gives the message back.
@@ -57,6 +61,7 @@ pub use openai::OpenAiChat;
 /// use bytes::Bytes;
 /// use serde_json::Value;
 /// use tower_llm_bridge::cache::{CodecError, StreamAccumulator, StreamCodec};
+/// use tower_llm_bridge::parsed::ParsedBody;
 ///
 /// struct Ndjson;
 ///
@@ -87,7 +92,7 @@ pub use openai::OpenAiChat;
 ///     fn accumulator(&self) -> Box<dyn StreamAccumulator> {
 ///         Box::new(Lines::default())
 ///     }
-///     fn render_stream(&self, answer: &[u8], _request: &Value) -> Result<Bytes, CodecError> {
+///     fn render_stream(&self, answer: &[u8], _request: &ParsedBody) -> Result<Bytes, CodecError> {
 ///         let v: Value = serde_json::from_slice(answer)
 ///             .map_err(|e| CodecError::Malformed(e.to_string()))?;
 ///         let text = v["text"].as_str().unwrap_or_default();
@@ -118,7 +123,7 @@ pub trait StreamCodec: Send + Sync + 'static {
     /// [`CodecError::Unsuitable`] when the entry lacks something this request needs (the
     /// layer then treats the lookup as a miss); any other error when `answer` is not an
     /// answer of this API.
-    fn render_stream(&self, answer: &[u8], request: &Value) -> Result<Bytes, CodecError>;
+    fn render_stream(&self, answer: &[u8], request: &ParsedBody) -> Result<Bytes, CodecError>;
 
     /// The bytes of an error event that ends a stream the layer has to cut (a follower that
     /// fell too far behind, or whose shared upstream stream failed).
@@ -231,7 +236,7 @@ mod tests {
         #[test]
         fn rendering_arbitrary_json_never_panics(text in "[\\[\\]{}\",:a-z0-9 ]{0,200}") {
             for codec in codecs() {
-                let _ = codec.render_stream(text.as_bytes(), &Value::Null);
+                let _ = codec.render_stream(text.as_bytes(), &ParsedBody::from_json(Value::Null));
             }
         }
 
@@ -243,7 +248,7 @@ mod tests {
                 {"type": "tool_use", "id": "t", "name": "f", "input": {"a": [1, 2]}}],
                 "stop_reason": "tool_use", "usage": {"output_tokens": 3}});
             let mut stream = AnthropicMessages
-                .render_stream(message.to_string().as_bytes(), &Value::Null)
+                .render_stream(message.to_string().as_bytes(), &ParsedBody::from_json(Value::Null))
                 .expect("render")
                 .to_vec();
             let at = pos % stream.len();

@@ -1,11 +1,14 @@
 //! The OpenAI Chat Completions codec: `chat.completion.chunk`s ↔ a `chat.completion`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::{CodecError, StreamAccumulator, StreamCodec, malformed, put_data_event};
+use crate::parsed::{ParsedBody, from_slice_max_depth};
 use crate::sse::{SseDecoder, SseError, SseEvent};
 
 /// [`StreamCodec`] for OpenAI's `POST /v1/chat/completions`.
@@ -23,15 +26,17 @@ use crate::sse::{SseDecoder, SseError, SseEvent};
 /// ```
 /// use serde_json::json;
 /// use tower_llm_bridge::cache::{CodecError, OpenAiChat, StreamCodec};
+/// use tower_llm_bridge::parsed::ParsedBody;
 ///
 /// let completion = json!({"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
 ///     "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"},
 ///                  "finish_reason": "stop", "logprobs": null}],
 ///     "usage": null});
-/// let stream = OpenAiChat.render_stream(completion.to_string().as_bytes(), &json!({})).unwrap();
+/// let plain = ParsedBody::from_json(json!({"stream": true}));
+/// let stream = OpenAiChat.render_stream(completion.to_string().as_bytes(), &plain).unwrap();
 /// assert!(stream.ends_with(b"data: [DONE]\n\n"));
 /// // No usage to give a request that asks for it.
-/// let wants_usage = json!({"stream_options": {"include_usage": true}});
+/// let wants_usage = ParsedBody::from_json(json!({"stream_options": {"include_usage": true}}));
 /// assert!(matches!(
 ///     OpenAiChat.render_stream(completion.to_string().as_bytes(), &wants_usage),
 ///     Err(CodecError::Unsuitable(_))
@@ -48,7 +53,7 @@ impl StreamCodec for OpenAiChat {
         })
     }
 
-    fn render_stream(&self, answer: &[u8], request: &Value) -> Result<Bytes, CodecError> {
+    fn render_stream(&self, answer: &[u8], request: &ParsedBody) -> Result<Bytes, CodecError> {
         render(answer, request)
     }
 
@@ -257,7 +262,23 @@ fn merge(acc: &mut Map<String, Value>, delta: Map<String, Value>) -> Result<(), 
     Ok(())
 }
 
-fn render(answer: &[u8], request: &Value) -> Result<Bytes, CodecError> {
+/// Whether the request asks for the usage chunk (`stream_options.include_usage: true`), read
+/// from the one field without building the request's tree.
+fn wants_usage(request: &ParsedBody) -> bool {
+    // A map, not a derived struct: serde would also take `[true]` as the struct's fields.
+    type Options<'a> = BTreeMap<Cow<'a, str>, &'a RawValue>;
+    request
+        .field("stream_options")
+        .and_then(|raw| from_slice_max_depth::<Options<'_>>(raw, request.max_depth()).ok())
+        .and_then(|options| {
+            options
+                .get("include_usage")
+                .map(|value| value.get() == "true")
+        })
+        == Some(true)
+}
+
+fn render(answer: &[u8], request: &ParsedBody) -> Result<Bytes, CodecError> {
     let Value::Object(mut completion) = serde_json::from_slice(answer).map_err(malformed)? else {
         return Err(malformed("the answer is not a JSON object"));
     };
@@ -267,10 +288,7 @@ fn render(answer: &[u8], request: &Value) -> Result<Bytes, CodecError> {
     {
         return Err(malformed("the answer is not a chat.completion"));
     }
-    let wants_usage = request
-        .pointer("/stream_options/include_usage")
-        .and_then(Value::as_bool)
-        == Some(true);
+    let wants_usage = wants_usage(request);
     let usage = completion.remove("usage").filter(|u| !u.is_null());
     if wants_usage && usage.is_none() {
         return Err(CodecError::Unsuitable(
@@ -364,9 +382,37 @@ mod tests {
     }
 
     #[test]
+    fn only_a_literal_true_include_usage_asks_for_usage() {
+        let asks = |body: &str| {
+            wants_usage(&ParsedBody::parse(body.as_bytes().to_vec().into()).expect("json"))
+        };
+        assert!(asks(r#"{"stream_options":{"include_usage":true}}"#));
+        assert!(asks(r#"{"stream_options":{"x":[1],"include_usage":true}}"#));
+        // Nesting past serde_json's own 128 levels, within the request's limit.
+        let deep = format!(
+            r#"{{"stream_options":{{"x":{}1{},"include_usage":true}}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(asks(&deep));
+        for body in [
+            r#"{}"#,
+            r#"{"stream_options":null}"#,
+            r#"{"stream_options":{}}"#,
+            r#"{"stream_options":{"include_usage":false}}"#,
+            r#"{"stream_options":{"include_usage":null}}"#,
+            r#"{"stream_options":{"include_usage":"true"}}"#,
+            r#"{"stream_options":"include_usage"}"#,
+            r#"{"stream_options":[true]}"#,
+        ] {
+            assert!(!asks(body), "{body}");
+        }
+    }
+
+    #[test]
     fn render_then_accumulate_is_the_identity_at_every_split() {
         let completion = completion();
-        let request = json!({"stream_options": {"include_usage": true}});
+        let request = ParsedBody::from_json(json!({"stream_options": {"include_usage": true}}));
         let stream = render(completion.to_string().as_bytes(), &request).expect("render");
         assert_eq!(accumulate(&stream).expect("accumulate"), completion);
         for split in (0..stream.len()).step_by(5) {
@@ -377,7 +423,8 @@ mod tests {
             assert_eq!(back, completion, "split at {split}");
         }
         // Without include_usage no usage chunk is sent, and the accumulated answer says so.
-        let stream = render(completion.to_string().as_bytes(), &json!({})).expect("render");
+        let plain = ParsedBody::from_json(json!({}));
+        let stream = render(completion.to_string().as_bytes(), &plain).expect("render");
         assert_eq!(
             accumulate(&stream).expect("accumulate")["usage"],
             Value::Null
