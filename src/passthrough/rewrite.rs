@@ -132,16 +132,19 @@ fn rewrite_message_start(event: &[u8], client_model: &str) -> Option<Bytes> {
     Some(out.freeze())
 }
 
-/// A non-streamed answer with the client's model (unchanged when it is not a JSON object).
+/// A non-streamed answer with the client's model (unchanged when it is not a JSON object with
+/// a `model`): the other fields are copied byte for byte, without building a tree.
 pub(crate) fn rewrite_message(bytes: &Bytes, client_model: &str) -> Bytes {
-    let Ok(Value::Object(mut message)) = serde_json::from_slice::<Value>(bytes) else {
+    let Ok(message) = ParsedBody::parse(bytes.clone()) else {
         return bytes.clone();
     };
-    if !message.contains_key("model") {
+    if message.field("model").is_none() {
         return bytes.clone();
     }
-    message.insert("model".to_owned(), Value::String(client_model.to_owned()));
-    serde_json::to_vec(&message).map_or_else(|_| bytes.clone(), Bytes::from)
+    match serde_json::to_string(client_model) {
+        Ok(model) => message.with_field("model", Some(&model)).bytes().clone(),
+        Err(_) => bytes.clone(),
+    }
 }
 
 /// The request body for the upstream: `request` with `model` replaced and `cache_ttl_secs`
@@ -240,9 +243,13 @@ event: ping\r\ndata: {\"type\": \"ping\"}\r\n\r\n";
     #[test]
     fn message_rewrite_keeps_everything_but_the_model() {
         let body = Bytes::from_static(br#"{"id":"msg_1","type":"message","model":"claude-x","content":[{"type":"text","text":"Hi"}]}"#);
-        let out: Value = serde_json::from_slice(&rewrite_message(&body, "mine")).expect("json");
-        assert_eq!(out["model"], "mine");
-        assert_eq!(out["content"][0]["text"], "Hi");
+        assert_eq!(
+            &rewrite_message(&body, "mine")[..],
+            br#"{"id":"msg_1","type":"message","model":"mine","content":[{"type":"text","text":"Hi"}]}"#
+        );
+        let no_model = Bytes::from_static(br#"{"id":"msg_1","content":[]}"#);
+        assert_eq!(rewrite_message(&no_model, "mine"), no_model);
+        assert_eq!(rewrite_message(&Bytes::from_static(b"[1]"), "m"), "[1]");
         assert_eq!(
             rewrite_message(&Bytes::from_static(b"not json"), "m"),
             "not json"
